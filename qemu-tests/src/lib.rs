@@ -1,0 +1,1 @@
+//! QEMU test harness (grows with the boot-chain work).
