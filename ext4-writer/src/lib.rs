@@ -1,0 +1,1 @@
+//! Reproducible ext4 writer (in progress).

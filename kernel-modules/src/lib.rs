@@ -1,0 +1,1 @@
+//! Kernel module closure and kmod index generation (in progress).
