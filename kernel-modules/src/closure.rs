@@ -1,0 +1,280 @@
+//! Which module files to keep for a list of wanted modules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{Error, ModuleInfo, module_name_from_path, normalize_name};
+
+/// The normalised names of the modules listed in `modules.builtin`.
+pub fn builtin_names(modules_builtin: &str) -> BTreeSet<String> {
+    modules_builtin
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .map(module_name_from_path)
+        .collect()
+}
+
+/// Maps each module name to its path; two paths with one name are an error.
+pub(crate) fn names_to_paths(
+    modules: &BTreeMap<String, ModuleInfo>,
+) -> Result<BTreeMap<&str, &str>, Error> {
+    let mut by_name = BTreeMap::new();
+    for (path, info) in modules {
+        if let Some(first) = by_name.insert(info.name.as_str(), path.as_str()) {
+            return Err(Error::DuplicateModule {
+                name: info.name.clone(),
+                first: first.to_owned(),
+                second: path.clone(),
+            });
+        }
+    }
+    Ok(by_name)
+}
+
+/// The module files (paths, as keys of `modules`) to keep so that every
+/// `wanted` module can be loaded by `modprobe`.
+///
+/// `modules` maps every module's path relative to `/usr/lib/modules/<ver>/`
+/// to its parsed info; `modules_builtin` is the text of `modules.builtin`.
+/// The result holds the wanted modules, everything they `depends=` on,
+/// transitively, and the `softdep` `pre:`/`post:` modules (with their own
+/// closures) that exist as files. Names are matched with `-` and `_`
+/// equivalent. Built-in wanted modules need no file and add nothing.
+///
+/// Fails on a wanted name that is neither a module nor built in (suggesting
+/// close names), on a `depends=` that cannot be satisfied, and on two files
+/// with the same module name.
+pub fn closure<S: AsRef<str>>(
+    modules: &BTreeMap<String, ModuleInfo>,
+    modules_builtin: &str,
+    wanted: &[S],
+) -> Result<BTreeSet<String>, Error> {
+    let by_name = names_to_paths(modules)?;
+    let builtin = builtin_names(modules_builtin);
+
+    let mut stack = Vec::new();
+    for name in wanted {
+        let name = name.as_ref();
+        let normal = normalize_name(name);
+        match by_name.get(normal.as_str()) {
+            Some(path) => stack.push(*path),
+            None if builtin.contains(&normal) => {}
+            None => {
+                let known = by_name
+                    .keys()
+                    .copied()
+                    .chain(builtin.iter().map(String::as_str));
+                return Err(Error::UnknownModule {
+                    name: name.to_owned(),
+                    suggestions: suggestions(&normal, known),
+                });
+            }
+        }
+    }
+
+    let mut keep = BTreeSet::new();
+    while let Some(path) = stack.pop() {
+        if !keep.insert(path.to_owned()) {
+            continue;
+        }
+        let info = &modules[path];
+        for dep in &info.depends {
+            match by_name.get(dep.as_str()) {
+                Some(dep_path) => stack.push(dep_path),
+                // modpost never lists built-in code, but tolerate it.
+                None if builtin.contains(dep) => {}
+                None => {
+                    return Err(Error::MissingDependency {
+                        path: path.to_owned(),
+                        dependency: dep.clone(),
+                    });
+                }
+            }
+        }
+        // Soft dependencies are optional: keep those that exist as files.
+        let soft = info.softdep_pre.iter().chain(&info.softdep_post);
+        stack.extend(soft.filter_map(|dep| by_name.get(dep.as_str()).copied()));
+    }
+    Ok(keep)
+}
+
+/// Up to three known names close to `name`: edit distance at most a third
+/// of its length (at least 2), or containing it; closest first.
+fn suggestions<'a>(name: &str, known: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let limit = (name.len() / 3).max(2);
+    let mut close: Vec<(usize, &str)> = known
+        .filter_map(|candidate| {
+            let distance = edit_distance(name, candidate);
+            let contains = candidate.contains(name) || name.contains(candidate);
+            (distance <= limit || contains).then_some((distance, candidate))
+        })
+        .collect();
+    close.sort();
+    close.dedup();
+    close
+        .into_iter()
+        .take(3)
+        .map(|(_, n)| n.to_owned())
+        .collect()
+}
+
+/// Levenshtein distance over bytes.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, &ca) in a.as_bytes().iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(diagonal + 1);
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(name: &str, depends: &[&str], pre: &[&str], post: &[&str]) -> ModuleInfo {
+        ModuleInfo {
+            name: normalize_name(name),
+            depends: depends.iter().map(|d| normalize_name(d)).collect(),
+            softdep_pre: pre.iter().map(|d| normalize_name(d)).collect(),
+            softdep_post: post.iter().map(|d| normalize_name(d)).collect(),
+            ..ModuleInfo::default()
+        }
+    }
+
+    fn tree() -> BTreeMap<String, ModuleInfo> {
+        [
+            (
+                "kernel/sound/drivers/snd-aloop.ko.xz",
+                module("snd-aloop", &["snd-pcm", "snd"], &[], &[]),
+            ),
+            (
+                "kernel/sound/core/snd-pcm.ko.xz",
+                module("snd-pcm", &["snd-timer", "snd"], &[], &[]),
+            ),
+            (
+                "kernel/sound/core/snd-timer.ko.xz",
+                module("snd-timer", &["snd"], &[], &[]),
+            ),
+            (
+                "kernel/sound/core/snd.ko.xz",
+                module("snd", &["soundcore"], &[], &[]),
+            ),
+            (
+                "kernel/sound/soundcore.ko.xz",
+                module("soundcore", &[], &[], &[]),
+            ),
+            (
+                "kernel/fs/ext4/ext4.ko.xz",
+                module(
+                    "ext4",
+                    &["jbd2"],
+                    &["crc32c"],
+                    &["unicode-ish", "unrelated"],
+                ),
+            ),
+            ("kernel/fs/jbd2/jbd2.ko.xz", module("jbd2", &[], &[], &[])),
+            (
+                "kernel/lib/crc32c.ko.xz",
+                module("crc32c", &["libcrc"], &[], &[]),
+            ),
+            ("kernel/lib/libcrc.ko.xz", module("libcrc", &[], &[], &[])),
+            (
+                "kernel/fs/unrelated.ko.xz",
+                module("unrelated", &[], &[], &[]),
+            ),
+            ("kernel/fs/lonely.ko.xz", module("lonely", &[], &[], &[])),
+        ]
+        .into_iter()
+        .map(|(p, m)| (p.to_owned(), m))
+        .collect()
+    }
+
+    const BUILTIN: &str = "kernel/drivers/block/virtio_blk.ko\nkernel/mm/zsmalloc.ko\n";
+
+    fn paths(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn depends_closure_with_dash_underscore_equivalence() {
+        let keep = closure(&tree(), BUILTIN, &["snd_aloop"]).unwrap();
+        assert_eq!(
+            paths(&keep),
+            [
+                "kernel/sound/core/snd-pcm.ko.xz",
+                "kernel/sound/core/snd-timer.ko.xz",
+                "kernel/sound/core/snd.ko.xz",
+                "kernel/sound/drivers/snd-aloop.ko.xz",
+                "kernel/sound/soundcore.ko.xz",
+            ]
+        );
+    }
+
+    #[test]
+    fn softdeps_that_exist_are_kept_with_their_closure() {
+        let keep = closure(&tree(), BUILTIN, &["ext4"]).unwrap();
+        assert_eq!(
+            paths(&keep),
+            [
+                "kernel/fs/ext4/ext4.ko.xz",
+                "kernel/fs/jbd2/jbd2.ko.xz",
+                "kernel/fs/unrelated.ko.xz",
+                "kernel/lib/crc32c.ko.xz",
+                "kernel/lib/libcrc.ko.xz",
+            ]
+        );
+    }
+
+    #[test]
+    fn builtin_wanted_needs_no_file() {
+        let keep = closure(&tree(), BUILTIN, &["virtio-blk", "lonely"]).unwrap();
+        assert_eq!(paths(&keep), ["kernel/fs/lonely.ko.xz"]);
+    }
+
+    #[test]
+    fn unknown_name_is_an_error_with_suggestions() {
+        let err = closure(&tree(), BUILTIN, &["snd-alop"]).unwrap_err();
+        let Error::UnknownModule { name, suggestions } = &err else {
+            panic!("unexpected {err}");
+        };
+        assert_eq!(name, "snd-alop");
+        assert_eq!(suggestions.first().map(String::as_str), Some("snd_aloop"));
+        assert!(err.to_string().contains("did you mean snd_aloop"), "{err}");
+    }
+
+    #[test]
+    fn missing_dependency_names_the_module() {
+        let mut modules = tree();
+        modules.remove("kernel/sound/soundcore.ko.xz");
+        let err = closure(&modules, BUILTIN, &["snd-aloop"]).unwrap_err();
+        assert!(
+            matches!(&err, Error::MissingDependency { path, dependency }
+                if path == "kernel/sound/core/snd.ko.xz" && dependency == "soundcore"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn duplicate_module_names_are_rejected() {
+        let mut modules = tree();
+        modules.insert("updates/snd.ko".into(), module("snd", &[], &[], &[]));
+        assert!(matches!(
+            closure(&modules, BUILTIN, &["lonely"]),
+            Err(Error::DuplicateModule { name, .. }) if name == "snd"
+        ));
+    }
+
+    #[test]
+    fn edit_distance_basics() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("snd_aloop", "snd_aloop"), 0);
+    }
+}
