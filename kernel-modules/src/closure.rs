@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::{Error, ModuleInfo, module_name_from_path, normalize_name};
+use crate::{Error, ModuleInfo, module_name_from_path, normalize_alias, normalize_name};
 
 /// The normalised names of the modules listed in `modules.builtin`.
 pub fn builtin_names(modules_builtin: &str) -> BTreeSet<String> {
@@ -92,10 +92,72 @@ pub fn closure<S: AsRef<str>>(
             }
         }
         // Soft dependencies are optional: keep those that exist as files.
-        let soft = info.softdep_pre.iter().chain(&info.softdep_post);
-        stack.extend(soft.filter_map(|dep| by_name.get(dep.as_str()).copied()));
+        // Like modprobe, a name that is no module is looked up as an alias
+        // (ext4 has `softdep=pre: crypto-crc32c`).
+        for soft in info.softdep_pre.iter().chain(&info.softdep_post) {
+            match by_name.get(soft.as_str()) {
+                Some(soft_path) => stack.push(soft_path),
+                None => stack.extend(providers(modules, soft)),
+            }
+        }
     }
     Ok(keep)
+}
+
+/// Paths of the modules with an `alias=` pattern matching `name`.
+fn providers<'a>(
+    modules: &'a BTreeMap<String, ModuleInfo>,
+    name: &str,
+) -> impl Iterator<Item = &'a str> {
+    let Some(name) = normalize_alias(name) else {
+        return Vec::new().into_iter();
+    };
+    let matches: Vec<&str> = modules
+        .iter()
+        .filter(|(_, info)| {
+            info.aliases
+                .iter()
+                .filter_map(|alias| normalize_alias(alias))
+                .any(|pattern| fnmatch(pattern.as_bytes(), name.as_bytes()))
+        })
+        .map(|(path, _)| path.as_str())
+        .collect();
+    matches.into_iter()
+}
+
+/// Shell-style matching of `*`, `?` and `[...]` (with `!`/`^` negation and
+/// ranges), as kmod uses `fnmatch(3)` for alias patterns.
+fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| fnmatch(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && fnmatch(rest, &text[1..]),
+        Some((b'[', rest)) => {
+            let Some((&c, text_rest)) = text.split_first() else {
+                return false;
+            };
+            let negate = matches!(rest.first(), Some(b'!' | b'^'));
+            let set = if negate { &rest[1..] } else { rest };
+            // A ']' right after '[' (or '[!') is a member, not the end.
+            let Some(end) = set.iter().skip(1).position(|&b| b == b']').map(|i| i + 1) else {
+                return c == b'[' && fnmatch(rest, text_rest);
+            };
+            let (members, after) = (&set[..end], &set[end + 1..]);
+            let mut found = false;
+            let mut i = 0;
+            while i < members.len() {
+                if i + 2 < members.len() && members[i + 1] == b'-' {
+                    found |= (members[i]..=members[i + 2]).contains(&c);
+                    i += 3;
+                } else {
+                    found |= members[i] == c;
+                    i += 1;
+                }
+            }
+            found != negate && fnmatch(after, text_rest)
+        }
+        Some((&p, rest)) => text.first() == Some(&p) && fnmatch(rest, &text[1..]),
+    }
 }
 
 /// Up to three known names close to `name`: edit distance at most a third
@@ -269,6 +331,40 @@ mod tests {
             closure(&modules, BUILTIN, &["lonely"]),
             Err(Error::DuplicateModule { name, .. }) if name == "snd"
         ));
+    }
+
+    #[test]
+    fn softdep_names_resolve_through_aliases() {
+        let mut modules = tree();
+        let ext4 = modules.get_mut("kernel/fs/ext4/ext4.ko.xz").unwrap();
+        ext4.softdep_pre = vec!["crypto_crc32c".into()];
+        ext4.softdep_post.clear();
+        modules.get_mut("kernel/lib/crc32c.ko.xz").unwrap().aliases = vec!["crypto-crc32c".into()];
+        modules.get_mut("kernel/fs/lonely.ko.xz").unwrap().aliases = vec!["crypto-crc32?".into()];
+        let keep = closure(&modules, BUILTIN, &["ext4"]).unwrap();
+        assert_eq!(
+            paths(&keep),
+            [
+                "kernel/fs/ext4/ext4.ko.xz",
+                "kernel/fs/jbd2/jbd2.ko.xz",
+                "kernel/fs/lonely.ko.xz",
+                "kernel/lib/crc32c.ko.xz",
+                "kernel/lib/libcrc.ko.xz",
+            ]
+        );
+    }
+
+    #[test]
+    fn fnmatch_like_libc() {
+        let m = |p: &str, t: &str| fnmatch(p.as_bytes(), t.as_bytes());
+        assert!(m("pci:v00008086d*sv*", "pci:v00008086d00001234sv0000"));
+        assert!(!m("pci:v00008086d*sv*", "pci:v00008087d00001234sv0000"));
+        assert!(m("usb:v1234p*d*dc*", "usb:v1234p0001d0100dc00"));
+        assert!(m("a?c", "abc") && !m("a?c", "ac"));
+        assert!(m("x[0-9]y", "x5y") && !m("x[0-9]y", "xay"));
+        assert!(m("x[!0-9]y", "xay") && !m("x[!0-9]y", "x5y"));
+        assert!(m("x[]]y", "x]y"));
+        assert!(m("*", "") && !m("", "a"));
     }
 
     #[test]

@@ -5,14 +5,15 @@
 //! dependencies are listed in a global topological order (modules nobody
 //! depends on first) computed exactly like depmod's, so `modprobe` loads them
 //! in reverse. Dependencies come from `depends=` (which modpost derives from
-//! the same symbol resolution depmod performs).
+//! the same symbol resolution depmod performs); their order, which decides
+//! ties in the topological order, from the symbols each module imports.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
 use crate::closure::names_to_paths;
 use crate::index::{Index, IndexLayout};
-use crate::{Compression, Error, ModuleInfo, module_name_from_path};
+use crate::{Compression, Error, ModuleInfo, module_name_from_path, normalize_alias};
 
 /// Files shipped by the kernel package that the indexes are built from.
 #[derive(Debug, Clone, Copy, Default)]
@@ -112,9 +113,16 @@ impl<'a> Modules<'a> {
             .enumerate()
             .map(|(i, m)| (m.info.name.as_str(), i))
             .collect();
+        // Like depmod's symbol hash: a symbol exported twice belongs to the
+        // later module.
+        let mut exporter: HashMap<&str, usize> = HashMap::new();
+        for (i, module) in list.iter().enumerate() {
+            exporter.extend(module.info.exports.iter().map(|s| (s.as_str(), i)));
+        }
         for i in 0..list.len() {
+            let info = list[i].info;
             let mut deps = Vec::new();
-            for dep in &list[i].info.depends {
+            for dep in &info.depends {
                 match position.get(dep.as_str()) {
                     Some(&d) if !deps.contains(&d) => deps.push(d),
                     Some(_) => {}
@@ -127,6 +135,15 @@ impl<'a> Modules<'a> {
                     }
                 }
             }
+            // depmod lists dependencies in the order the module first uses
+            // one of their symbols; that order decides topological ties.
+            let first_use = |d: &usize| {
+                info.imports
+                    .iter()
+                    .position(|s| exporter.get(s.as_str()) == Some(d))
+                    .unwrap_or(usize::MAX)
+            };
+            deps.sort_by_cached_key(first_use);
             list[i].deps = deps;
         }
         let rank = topological_rank(&list)?;
@@ -277,27 +294,6 @@ fn topological_rank(list: &[Module]) -> Result<Vec<usize>, Error> {
 
 fn priority(i: usize) -> u32 {
     u32::try_from(i).expect("fewer than 4 G modules")
-}
-
-/// kmod's `alias_normalize`: `-` → `_` outside `[...]`; `None` (skipped,
-/// as depmod does) on unbalanced brackets.
-fn normalize_alias(alias: &str) -> Option<String> {
-    let mut out = String::with_capacity(alias.len());
-    let mut in_brackets = false;
-    for c in alias.chars() {
-        match c {
-            '[' if !in_brackets => in_brackets = true,
-            ']' if in_brackets => in_brackets = false,
-            ']' => return None,
-            '-' if !in_brackets => {
-                out.push('_');
-                continue;
-            }
-            _ => {}
-        }
-        out.push(c);
-    }
-    (!in_brackets).then_some(out)
 }
 
 /// `sscanf(s, "%u-%u")` for `char-major-M-N` / `block-major-M-N` aliases.

@@ -55,3 +55,24 @@ pub fn module_name_from_path(path: &str) -> String {
     let stem = file.split('.').next().unwrap_or(file);
     normalize_name(stem)
 }
+
+/// kmod's `alias_normalize`: `-` → `_` outside `[...]`; `None` (skipped,
+/// as depmod does) on unbalanced brackets.
+pub(crate) fn normalize_alias(alias: &str) -> Option<String> {
+    let mut out = String::with_capacity(alias.len());
+    let mut in_brackets = false;
+    for c in alias.chars() {
+        match c {
+            '[' if !in_brackets => in_brackets = true,
+            ']' if in_brackets => in_brackets = false,
+            ']' => return None,
+            '-' if !in_brackets => {
+                out.push('_');
+                continue;
+            }
+            _ => {}
+        }
+        out.push(c);
+    }
+    (!in_brackets).then_some(out)
+}

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::io::Read;
 
-use object::{Object, ObjectSection, ObjectSymbol};
+use object::{Object, ObjectSection, ObjectSymbol, SymbolSection};
 
 use crate::{Error, module_name_from_path, normalize_name};
 
@@ -103,6 +103,9 @@ pub struct ModuleInfo {
     /// Symbols the module exports (from `__crc_*` symbols, else
     /// `__ksymtab_strings`, like kmod), in symbol-table order.
     pub exports: Vec<String>,
+    /// Undefined symbols the module uses, in symbol-table order. Only used
+    /// to order dependencies exactly like depmod does.
+    pub imports: Vec<String>,
 }
 
 impl ModuleInfo {
@@ -140,6 +143,7 @@ pub fn parse_module_elf(path: &str, elf: &[u8]) -> Result<ModuleInfo, Error> {
     let mut info = ModuleInfo {
         name: module_name_from_path(path),
         exports: exports(&file).map_err(elf_error)?,
+        imports: imports(&file),
         ..ModuleInfo::default()
     };
     for entry in strings(modinfo) {
@@ -192,6 +196,16 @@ fn exports(file: &object::File) -> Result<Vec<String>, object::Error> {
         Some(section) => Ok(strings(section.data()?).map(Cow::into_owned).collect()),
         None => Ok(Vec::new()),
     }
+}
+
+/// Undefined symbols the way kmod's `kmod_elf_get_dependency_symbols`
+/// finds them: in symbol-table order, skipping empty names.
+fn imports(file: &object::File) -> Vec<String> {
+    file.symbols()
+        .filter(|sym| sym.section() == SymbolSection::Undefined)
+        .filter_map(|sym| sym.name_bytes().ok().filter(|name| !name.is_empty()))
+        .map(|name| String::from_utf8_lossy(name).into_owned())
+        .collect()
 }
 
 /// Splits a `softdep=` value into its `pre:` and `post:` module names,
