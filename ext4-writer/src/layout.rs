@@ -1,0 +1,398 @@
+//! Layout planning: group geometry and where every inode's blocks go. Pure:
+//! nothing here reads content or touches the output.
+//!
+//! Layout (flex_bg lets metadata live anywhere): group 0 starts with the
+//! superblock and group descriptors, then come all block bitmaps, all inode
+//! bitmaps and all inode tables, then the journal, directories, xattr blocks,
+//! file data in inode order, and finally extent-tree blocks. Backup
+//! superblocks (sparse_super: groups 0, 1 and powers of 3, 5, 7) are skipped
+//! over, which is the only thing that splits a file into several extents
+//! besides the 32768-block extent length limit.
+
+use crate::encode::{dir_block_count, tree_blocks_needed};
+use crate::tree::{Body, Tree};
+use crate::xattr;
+use crate::{Error, InodeCount, Options, Result};
+
+/// Block size in bytes (the only one supported).
+pub const BS: u64 = 4096;
+/// Blocks per group: one bitmap block's worth.
+pub const BLOCKS_PER_GROUP: u64 = BS * 8;
+/// On-disk inode size.
+pub const INODE_SIZE: u64 = 256;
+/// Group descriptor size (64bit feature).
+pub const DESC_SIZE: u64 = 64;
+/// Longest initialized extent.
+pub const MAX_EXTENT_LEN: u64 = 32768;
+
+/// Sizes of the block groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Geometry {
+    pub blocks: u64,
+    pub groups: u32,
+    pub inodes_per_group: u32,
+    pub itable_blocks: u64,
+    pub gdt_blocks: u64,
+}
+
+fn is_power_of(mut n: u32, base: u32) -> bool {
+    while n > 1 && n % base == 0 {
+        n /= base;
+    }
+    n == 1
+}
+
+/// sparse_super: which groups carry a superblock and descriptor backup.
+pub fn has_super(group: u32) -> bool {
+    group <= 1 || is_power_of(group, 3) || is_power_of(group, 5) || is_power_of(group, 7)
+}
+
+impl Geometry {
+    /// Groups for `blocks` blocks holding at least `inodes` inodes; `None` if
+    /// that is impossible (too small, or too many inodes per group).
+    pub fn new(blocks: u64, inodes: u64) -> Option<Geometry> {
+        let mut blocks = blocks;
+        let mut groups = blocks.div_ceil(BLOCKS_PER_GROUP);
+        let gdt = |groups: u64| (groups * DESC_SIZE).div_ceil(BS);
+        // A last group too short for its own backup superblock is dropped.
+        if groups > 1 {
+            let last = groups - 1;
+            let backup = if has_super(last as u32) {
+                1 + gdt(groups)
+            } else {
+                0
+            };
+            if blocks - last * BLOCKS_PER_GROUP <= backup {
+                groups -= 1;
+                blocks = groups * BLOCKS_PER_GROUP;
+            }
+        }
+        if groups == 0 || groups > u32::MAX as u64 {
+            return None;
+        }
+        let per_block = BS / INODE_SIZE;
+        let ipg = inodes.div_ceil(groups).max(per_block).div_ceil(per_block) * per_block;
+        if ipg > BS * 8 || ipg * groups > u32::MAX as u64 {
+            return None;
+        }
+        Some(Geometry {
+            blocks,
+            groups: groups as u32,
+            inodes_per_group: ipg as u32,
+            itable_blocks: ipg * INODE_SIZE / BS,
+            gdt_blocks: gdt(groups),
+        })
+    }
+
+    /// First block of `group`.
+    pub fn group_start(&self, group: u32) -> u64 {
+        group as u64 * BLOCKS_PER_GROUP
+    }
+
+    /// Number of blocks in `group` (the last one may be short).
+    pub fn group_len(&self, group: u32) -> u64 {
+        (self.blocks - self.group_start(group)).min(BLOCKS_PER_GROUP)
+    }
+
+    /// Blocks at the start of `group` taken by a superblock and descriptor copy.
+    pub fn backup_len(&self, group: u32) -> u64 {
+        if has_super(group) {
+            1 + self.gdt_blocks
+        } else {
+            0
+        }
+    }
+
+    /// Total inodes.
+    pub fn inodes(&self) -> u32 {
+        self.inodes_per_group * self.groups
+    }
+}
+
+/// A run of blocks mapped at a logical block of a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub logical: u32,
+    pub start: u64,
+    pub len: u32,
+}
+
+/// Where an inode's data lives: extents plus the blocks of its extent tree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Mapping {
+    pub extents: Vec<Extent>,
+    pub tree: Vec<u64>,
+}
+
+impl Mapping {
+    /// Blocks counted in `i_blocks`: data plus tree.
+    pub fn blocks(&self) -> u64 {
+        self.extents.iter().map(|e| e.len as u64).sum::<u64>() + self.tree.len() as u64
+    }
+}
+
+/// Placement of one inode's blocks.
+#[derive(Clone, Debug, Default)]
+pub struct InodePlan {
+    pub map: Mapping,
+    pub xattr_block: Option<u64>,
+}
+
+/// The whole layout.
+#[derive(Debug)]
+pub struct Plan {
+    pub geo: Geometry,
+    pub block_bitmaps: Vec<u64>,
+    pub inode_bitmaps: Vec<u64>,
+    pub inode_tables: Vec<u64>,
+    /// Parallel to `Tree::inodes`.
+    pub inodes: Vec<InodePlan>,
+    pub journal: Option<Mapping>,
+    /// Every used run `(start, len)`, backups included, in ascending order.
+    pub used: Vec<(u64, u64)>,
+    /// One past the highest block the layout needs; may exceed `geo.blocks`,
+    /// in which case the tree does not fit.
+    pub end: u64,
+}
+
+/// Hands out blocks in ascending order, stepping over backup superblocks.
+/// It may run past the end of the filesystem (pretending the group pattern
+/// continues) so that a failed plan still tells how much room it needed.
+struct Alloc<'g> {
+    geo: &'g Geometry,
+    next: u64,
+    used: Vec<(u64, u64)>,
+}
+
+impl Alloc<'_> {
+    fn skip_backup(&self, b: u64) -> u64 {
+        let g = (b / BLOCKS_PER_GROUP) as u32;
+        let start = self.geo.group_start(g);
+        b.max(start + self.geo.backup_len(g))
+    }
+
+    /// Start of the next backup after `b`.
+    fn next_backup(&self, b: u64) -> u64 {
+        let mut g = (b / BLOCKS_PER_GROUP) as u32 + 1;
+        while !has_super(g) {
+            g += 1;
+        }
+        self.geo.group_start(g)
+    }
+
+    fn mark(&mut self, start: u64, len: u64) {
+        match self.used.last_mut() {
+            Some((s, l)) if *s + *l == start => *l += len,
+            _ => self.used.push((start, len)),
+        }
+    }
+
+    /// `n` blocks, as few runs as possible.
+    fn take(&mut self, n: u64) -> Vec<(u64, u64)> {
+        let mut runs = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            self.next = self.skip_backup(self.next);
+            let len = left.min(self.next_backup(self.next) - self.next);
+            runs.push((self.next, len));
+            self.mark(self.next, len);
+            self.next += len;
+            left -= len;
+        }
+        runs
+    }
+
+    /// `n` contiguous blocks (n must fit between two backups).
+    fn take_contiguous(&mut self, n: u64) -> u64 {
+        self.next = self.skip_backup(self.next);
+        if self.next + n > self.next_backup(self.next) {
+            self.next = self.skip_backup(self.next_backup(self.next));
+        }
+        self.take(n)[0].0
+    }
+
+    fn one(&mut self) -> u64 {
+        self.take(1)[0].0
+    }
+
+    /// Maps `n` blocks from logical block 0, splitting at the extent limit.
+    fn mapping(&mut self, n: u64) -> Mapping {
+        let mut extents = Vec::new();
+        let mut logical = 0u64;
+        for (start, len) in self.take(n) {
+            let mut off = 0;
+            while off < len {
+                let l = (len - off).min(MAX_EXTENT_LEN);
+                extents.push(Extent {
+                    logical: logical as u32,
+                    start: start + off,
+                    len: l as u32,
+                });
+                off += l;
+                logical += l;
+            }
+        }
+        Mapping {
+            extents,
+            tree: Vec::new(),
+        }
+    }
+}
+
+/// Inodes to provide for `tree` under `opts`, for a filesystem of `blocks`.
+pub fn inode_target(tree: &Tree, opts: &Options, blocks: u64) -> Result<u64> {
+    let need = tree.max_ino() as u64;
+    Ok(match opts.inodes {
+        InodeCount::Auto => need + (need / 4).max(256),
+        InodeCount::Count(n) if (n as u64) < need => {
+            return Err(Error::InvalidOption(format!(
+                "{n} inodes requested but the tree needs {need}"
+            )));
+        }
+        InodeCount::Count(n) => n as u64,
+        InodeCount::BytesPerInode(0) => {
+            return Err(Error::InvalidOption("zero bytes per inode".into()));
+        }
+        InodeCount::BytesPerInode(r) => need.max(blocks * BS / r as u64),
+    })
+}
+
+/// Data blocks an inode's body needs (before extent-tree blocks).
+fn data_blocks(body: &Body, ino: u32) -> u64 {
+    match body {
+        Body::Dir { children, .. } => {
+            let n = dir_block_count(children.iter().map(|c| c.name.len()));
+            // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files
+            // without allocating.
+            if ino == crate::tree::LPF_INO {
+                n.max(4)
+            } else {
+                n
+            }
+        }
+        Body::File { size, .. } => size.div_ceil(BS),
+        Body::Symlink(t) if t.len() >= 60 => 1,
+        _ => 0,
+    }
+}
+
+/// Lays out `tree` in `geo`.
+pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
+    if (geo.inodes() as u64) < tree.max_ino() as u64 {
+        return Err(Error::InvalidOption(
+            "inode count below what the tree needs".into(),
+        ));
+    }
+    let mut a = Alloc {
+        geo: &geo,
+        next: 0,
+        used: Vec::new(),
+    };
+    let groups = geo.groups as u64;
+    let flat = |runs: Vec<(u64, u64)>| -> Vec<u64> {
+        runs.into_iter().flat_map(|(s, l)| s..s + l).collect()
+    };
+    let block_bitmaps = flat(a.take(groups));
+    let inode_bitmaps = flat(a.take(groups));
+    let inode_tables = (0..groups)
+        .map(|_| a.take_contiguous(geo.itable_blocks))
+        .collect();
+    let mut journal = opts.journal_blocks.map(|n| a.mapping(n as u64));
+
+    let mut inodes = vec![InodePlan::default(); tree.inodes.len()];
+    // Directories first, so that path lookups touch few, close blocks.
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if matches!(ino.body, Body::Dir { .. }) {
+            inodes[i].map = a.mapping(data_blocks(&ino.body, ino.ino));
+        }
+    }
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        let attrs = &ino.meta.xattrs;
+        if !xattr::fits_in_inode(attrs) {
+            if !xattr::fits_in_block(attrs, BS as usize) {
+                return Err(Error::InvalidEntry {
+                    path: format!("inode {}", ino.ino),
+                    reason: "extended attributes exceed one block".into(),
+                });
+            }
+            inodes[i].xattr_block = Some(a.one());
+        }
+    }
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if !matches!(ino.body, Body::Dir { .. }) {
+            inodes[i].map = a.mapping(data_blocks(&ino.body, ino.ino));
+        }
+    }
+    // Extent-tree blocks last: only fragmented or huge files have any.
+    let maps = inodes
+        .iter_mut()
+        .map(|p| &mut p.map)
+        .chain(journal.as_mut());
+    for m in maps {
+        let n = tree_blocks_needed(m.extents.len());
+        m.tree = (0..n).map(|_| a.one()).collect();
+    }
+
+    let end = a.next;
+    let mut used = a.used;
+    for g in 0..geo.groups {
+        let n = geo.backup_len(g);
+        if n > 0 {
+            used.push((geo.group_start(g), n));
+        }
+    }
+    used.sort_unstable();
+    Ok(Plan {
+        geo,
+        block_bitmaps,
+        inode_bitmaps,
+        inode_tables,
+        inodes,
+        journal,
+        used,
+        end,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sparse_super_groups() {
+        let with: Vec<u32> = (0..50).filter(|&g| has_super(g)).collect();
+        assert_eq!(with, vec![0, 1, 3, 5, 7, 9, 25, 27, 49]);
+    }
+
+    #[test]
+    fn geometry_drops_tiny_last_group() {
+        let g = Geometry::new(BLOCKS_PER_GROUP + 1, 1000).unwrap();
+        assert_eq!(g.groups, 1);
+        assert_eq!(g.blocks, BLOCKS_PER_GROUP);
+        let g = Geometry::new(2 * BLOCKS_PER_GROUP + 1, 1000).unwrap();
+        assert_eq!(g.groups, 3); // group 2 has no backup
+        assert_eq!(g.inodes_per_group % 16, 0);
+    }
+
+    #[test]
+    fn allocation_skips_backups() {
+        let geo = Geometry::new(4 * BLOCKS_PER_GROUP, 64).unwrap();
+        let mut a = Alloc {
+            geo: &geo,
+            next: BLOCKS_PER_GROUP - 10,
+            used: Vec::new(),
+        };
+        let m = a.mapping(100);
+        assert_eq!(m.extents.len(), 2);
+        assert_eq!(
+            m.extents[0],
+            Extent {
+                logical: 0,
+                start: BLOCKS_PER_GROUP - 10,
+                len: 10
+            }
+        );
+        assert_eq!(m.extents[1].start, BLOCKS_PER_GROUP + 1 + geo.gdt_blocks);
+        assert_eq!(m.extents[1].logical, 10);
+    }
+}

@@ -1,0 +1,497 @@
+//! The I/O side: streams content and writes the encoded metadata into the
+//! output file, skipping all-zero blocks so the image stays sparse.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+
+use crate::checksum::{fs_seed, inode_seed};
+use crate::encode::{self, Desc, EXTENTS_FL, InodeInfo, SuperInfo};
+use crate::layout::{self, BS, Geometry, Mapping, Plan};
+use crate::tree::{self, Body, Tree};
+use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
+
+/// Figures about a written filesystem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// Filesystem size in blocks.
+    pub blocks: u64,
+    /// Blocks in use (metadata, data, backups).
+    pub used_blocks: u64,
+    /// Total inodes.
+    pub inodes: u32,
+    /// Inodes in use (including the 10 reserved ones).
+    pub used_inodes: u32,
+    /// Block size in bytes.
+    pub block_size: u32,
+}
+
+const JOURNAL_INO: u32 = 8;
+const MIN_JOURNAL_BLOCKS: u32 = 1024;
+
+fn check_options(opts: &Options) -> Result<()> {
+    let bad = |m: String| Err(Error::InvalidOption(m));
+    if opts.block_size != BS as u32 {
+        return bad(format!(
+            "block size {} (only 4096 is supported)",
+            opts.block_size
+        ));
+    }
+    if opts.label.len() > 16 {
+        return bad(format!("label {:?} is longer than 16 bytes", opts.label));
+    }
+    if opts.journal_blocks.is_some_and(|n| n < MIN_JOURNAL_BLOCKS) {
+        return bad(format!("journal smaller than {MIN_JOURNAL_BLOCKS} blocks"));
+    }
+    if opts.reserved_blocks > opts.size / BS / 2 {
+        return bad("more than half the blocks reserved".into());
+    }
+    Ok(())
+}
+
+fn geometry(tree: &Tree, opts: &Options, blocks: u64) -> Result<Option<Geometry>> {
+    let inodes = layout::inode_target(tree, opts, blocks)?;
+    Ok(Geometry::new(blocks, inodes))
+}
+
+/// Smallest filesystem size in bytes that holds `entries` with `opts`
+/// (`opts.size` is ignored).
+pub fn min_size(entries: &[Entry], opts: &Options) -> Result<u64> {
+    let opts = Options {
+        size: u64::MAX / 4,
+        ..opts.clone()
+    };
+    check_options(&opts)?;
+    let tree = tree::build(entries, opts.timestamp)?;
+    min_size_of(&tree, &opts)
+}
+
+fn min_size_of(tree: &Tree, opts: &Options) -> Result<u64> {
+    let mut blocks = 64;
+    // Each round lays the tree out and grows to what that layout needed;
+    // more groups mean a little more metadata, so this settles in a few rounds.
+    for _ in 0..1000 {
+        match geometry(tree, opts, blocks)? {
+            None => blocks += blocks / 2,
+            Some(geo) => {
+                let plan = layout::plan(tree, opts, geo)?;
+                if plan.end <= plan.geo.blocks {
+                    return Ok(plan.geo.blocks * BS);
+                }
+                blocks = plan.end.max(blocks + 1);
+            }
+        }
+    }
+    Err(Error::InvalidOption(
+        "no filesystem size fits this tree".into(),
+    ))
+}
+
+/// Writes the filesystem for `entries` into `file` starting at byte
+/// `offset`, `opts.size` bytes long.
+///
+/// The region must read as zeros beforehand (a fresh file sized with
+/// `set_len`): all-zero blocks, including unused inode-table space, are never
+/// written. Content of [`FileData::External`] files comes from `source`.
+pub fn write(
+    file: &File,
+    offset: u64,
+    entries: &[Entry],
+    source: &dyn ContentSource,
+    opts: &Options,
+) -> Result<Summary> {
+    check_options(opts)?;
+    let tree = tree::build(entries, opts.timestamp)?;
+    let too_small = || -> Result<Error> {
+        Ok(Error::TooSmall {
+            needed: min_size_of(&tree, opts)?,
+            available: opts.size,
+        })
+    };
+    let Some(geo) = geometry(&tree, opts, opts.size / BS)? else {
+        return Err(too_small()?);
+    };
+    let plan = layout::plan(&tree, opts, geo)?;
+    if plan.end > plan.geo.blocks {
+        return Err(too_small()?);
+    }
+    let mut w = BlockWriter::new(file, offset);
+    let seed = fs_seed(&opts.uuid);
+    let mut trees = Vec::with_capacity(tree.inodes.len());
+    for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
+        let iseed = inode_seed(seed, ino.ino, 0);
+        write_body(&mut w, ino, &p.map, iseed, source)?;
+        if let Some(b) = p.xattr_block {
+            let mut buf = vec![0u8; BS as usize];
+            xattr::encode_block(&ino.meta.xattrs, b, seed, &mut buf);
+            w.write(b, &buf)?;
+        }
+        let (i_block, blocks) = encode::extent_tree(&p.map, iseed);
+        for (b, data) in blocks {
+            w.write(b, &data)?;
+        }
+        trees.push(i_block);
+    }
+    let journal = match &plan.journal {
+        Some(m) => {
+            let (i_block, blocks) = encode::extent_tree(m, inode_seed(seed, JOURNAL_INO, 0));
+            for (b, data) in blocks {
+                w.write(b, &data)?;
+            }
+            let n = opts.journal_blocks.unwrap_or_default();
+            w.write(
+                m.extents[0].start,
+                &encode::journal_superblock(n, &opts.uuid),
+            )?;
+            Some((i_block, n as u64 * BS))
+        }
+        None => None,
+    };
+    let summary = write_metadata(&mut w, &tree, &plan, &trees, journal, seed, opts)?;
+    w.flush()?;
+    Ok(summary)
+}
+
+/// Writes a directory's, file's or slow symlink's data blocks.
+fn write_body(
+    w: &mut BlockWriter,
+    ino: &tree::Inode,
+    map: &Mapping,
+    iseed: u32,
+    source: &dyn ContentSource,
+) -> Result<()> {
+    match &ino.body {
+        Body::Dir { parent, children } => {
+            let data = encode::dir_blocks(
+                ino.ino,
+                *parent,
+                children,
+                map.blocks() - map.tree.len() as u64,
+                iseed,
+            );
+            write_mapped(w, map, &data)
+        }
+        Body::Symlink(target) if target.len() >= 60 => write_mapped(w, map, target),
+        Body::File { size, data, path } => {
+            let err = |source: io::Error| Error::Content {
+                path: lossy(path),
+                source,
+            };
+            let mut reader: Box<dyn Read> = match data {
+                FileData::Bytes(b) => Box::new(&b[..]),
+                FileData::Path(p) => Box::new(File::open(p).map_err(err)?),
+                FileData::External(key) => source.open(key).map_err(err)?,
+            };
+            let short = || Error::ContentSize {
+                path: lossy(path),
+                expected: *size,
+            };
+            let mut left = *size;
+            for e in &map.extents {
+                // Read straight into the writer's buffer, 1 MiB at a time.
+                let mut done = 0u64;
+                while done < e.len as u64 {
+                    let n = (e.len as u64 - done).min(256);
+                    let buf = w.region(e.start + done, n as usize)?;
+                    let want = left.min(n * BS) as usize;
+                    reader
+                        .read_exact(&mut buf[..want])
+                        .map_err(|e| match e.kind() {
+                            io::ErrorKind::UnexpectedEof => short(),
+                            _ => err(e),
+                        })?;
+                    left -= want as u64;
+                    done += n;
+                }
+            }
+            let mut probe = [0u8; 1];
+            match reader.read(&mut probe) {
+                Ok(0) => Ok(()),
+                Ok(_) => Err(short()),
+                Err(e) => Err(err(e)),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes `data` (zero-padded to whole blocks) through the extents of `map`.
+fn write_mapped(w: &mut BlockWriter, map: &Mapping, data: &[u8]) -> Result<()> {
+    for e in &map.extents {
+        let from = e.logical as usize * BS as usize;
+        let to = (from + e.len as usize * BS as usize).min(data.len());
+        if from < to {
+            w.write(e.start, &data[from..to])?;
+        }
+    }
+    Ok(())
+}
+
+/// Inode tables, bitmaps, group descriptors and superblocks.
+fn write_metadata(
+    w: &mut BlockWriter,
+    tree: &Tree,
+    plan: &Plan,
+    trees: &[[u8; 60]],
+    journal: Option<([u8; 60], u64)>,
+    seed: u32,
+    opts: &Options,
+) -> Result<Summary> {
+    let geo = &plan.geo;
+    let ipg = geo.inodes_per_group;
+    let bs = BS as usize;
+    let groups = geo.groups as usize;
+    let mut descs = vec![Desc::default(); groups];
+    let mut inodes = InodeGroups {
+        ipg,
+        table_len: geo.itable_blocks as usize * bs,
+        tables: vec![Vec::new(); groups],
+        bitmaps: vec![vec![0u8; bs]; groups],
+        used: vec![0; groups],
+        dirs: vec![0; groups],
+        max_local: vec![0; groups],
+    };
+    // Reserved inodes 1..=10 count as used; only the journal's has content.
+    for ino in 1..=10 {
+        inodes.mark(ino, false);
+    }
+    if let Some((i_block, size)) = &journal {
+        let info = InodeInfo {
+            mode: 0o100600,
+            uid: 0,
+            gid: 0,
+            size: *size,
+            links: 1,
+            blocks: plan.journal.as_ref().map_or(0, Mapping::blocks),
+            flags: EXTENTS_FL,
+            i_block: *i_block,
+            xattr_block: 0,
+            time: opts.timestamp,
+            inline_xattrs: &[],
+        };
+        inodes.put(JOURNAL_INO, &info, false, seed);
+    }
+    for ((ino, p), i_block) in tree.inodes.iter().zip(&plan.inodes).zip(trees) {
+        let m = &ino.meta;
+        let (size, flags, i_block) = match &ino.body {
+            Body::Dir { .. } => (
+                (p.map.blocks() - p.map.tree.len() as u64) * BS,
+                EXTENTS_FL,
+                *i_block,
+            ),
+            Body::File { size, .. } => (*size, EXTENTS_FL, *i_block),
+            Body::Symlink(t) if t.len() >= 60 => (t.len() as u64, EXTENTS_FL, *i_block),
+            Body::Symlink(t) => {
+                let mut b = [0u8; 60];
+                b[..t.len()].copy_from_slice(t);
+                (t.len() as u64, 0, b)
+            }
+            Body::Device { major, minor } => (0, 0, encode::device_i_block(*major, *minor)),
+            Body::Special => (0, 0, [0u8; 60]),
+        };
+        let inline = if p.xattr_block.is_none() {
+            &m.xattrs[..]
+        } else {
+            &[]
+        };
+        let info = InodeInfo {
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            size,
+            links: ino.links as u16,
+            blocks: p.map.blocks() + p.xattr_block.map_or(0, |_| 1),
+            flags,
+            i_block,
+            xattr_block: p.xattr_block.unwrap_or(0),
+            time: m.mtime,
+            inline_xattrs: inline,
+        };
+        inodes.put(ino.ino, &info, matches!(ino.body, Body::Dir { .. }), seed);
+    }
+
+    // Block bitmaps from the used runs.
+    let mut block_bitmaps = vec![vec![0u8; bs]; groups];
+    for &(start, len) in &plan.used {
+        for b in start..start + len {
+            let g = (b / layout::BLOCKS_PER_GROUP) as usize;
+            let bit = (b % layout::BLOCKS_PER_GROUP) as usize;
+            block_bitmaps[g][bit / 8] |= 1 << (bit % 8);
+        }
+    }
+    let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
+    for g in 0..groups {
+        let len = geo.group_len(g as u32) as usize;
+        let bm = &mut block_bitmaps[g];
+        let used: u32 = bm.iter().map(|b| b.count_ones()).sum();
+        set_padding(bm, len);
+        let ib = &mut inodes.bitmaps[g];
+        set_padding(ib, ipg as usize);
+        let d = &mut descs[g];
+        d.block_bitmap = plan.block_bitmaps[g];
+        d.inode_bitmap = plan.inode_bitmaps[g];
+        d.inode_table = plan.inode_tables[g];
+        d.free_blocks = len as u32 - used;
+        d.free_inodes = ipg - inodes.used[g];
+        d.used_dirs = inodes.dirs[g];
+        d.itable_unused = ipg - inodes.max_local[g];
+        d.block_bitmap_csum = crate::checksum::crc32c_raw(seed, bm);
+        d.inode_bitmap_csum = crate::checksum::crc32c_raw(seed, &ib[..ipg as usize / 8]);
+        free_blocks += d.free_blocks as u64;
+        free_inodes += d.free_inodes as u64;
+        w.write(d.block_bitmap, bm)?;
+        w.write(d.inode_bitmap, ib)?;
+        if !inodes.tables[g].is_empty() {
+            w.write(d.inode_table, &inodes.tables[g])?;
+        }
+    }
+
+    let mut gdt = vec![0u8; geo.gdt_blocks as usize * bs];
+    for (g, d) in descs.iter().enumerate() {
+        encode::desc(d, g as u32, seed, &mut gdt[g * 64..]);
+    }
+    let info = SuperInfo {
+        blocks: geo.blocks,
+        inodes: geo.inodes(),
+        inodes_per_group: ipg,
+        reserved_blocks: opts.reserved_blocks,
+        free_blocks,
+        free_inodes: free_inodes as u32,
+        time: opts.timestamp,
+        uuid: opts.uuid,
+        hash_seed: opts.hash_seed,
+        label: opts.label.as_bytes(),
+        journal,
+    };
+    for g in (0..geo.groups).filter(|&g| layout::has_super(g)) {
+        let start = geo.group_start(g);
+        let mut first = vec![0u8; bs];
+        // Group 0's superblock sits 1024 bytes into the block (after the
+        // boot sector area); backups start their group.
+        let at = if g == 0 { 1024 } else { 0 };
+        first[at..at + 1024].copy_from_slice(&encode::superblock(&info, g));
+        w.write(start, &first)?;
+        w.write(start + 1, &gdt)?;
+    }
+    Ok(Summary {
+        blocks: geo.blocks,
+        used_blocks: geo.blocks - free_blocks,
+        inodes: geo.inodes(),
+        used_inodes: geo.inodes() - free_inodes as u32,
+        block_size: BS as u32,
+    })
+}
+
+/// Per-group inode tables, bitmaps and counts, filled inode by inode.
+struct InodeGroups {
+    ipg: u32,
+    table_len: usize,
+    tables: Vec<Vec<u8>>,
+    bitmaps: Vec<Vec<u8>>,
+    used: Vec<u32>,
+    dirs: Vec<u32>,
+    /// Highest used inode index (1-based) in each group, for itable_unused.
+    max_local: Vec<u32>,
+}
+
+impl InodeGroups {
+    fn mark(&mut self, ino: u32, is_dir: bool) {
+        let (g, local) = (((ino - 1) / self.ipg) as usize, (ino - 1) % self.ipg);
+        self.bitmaps[g][local as usize / 8] |= 1 << (local % 8);
+        self.used[g] += 1;
+        self.dirs[g] += is_dir as u32;
+        self.max_local[g] = self.max_local[g].max(local + 1);
+    }
+
+    fn put(&mut self, ino: u32, info: &InodeInfo, is_dir: bool, seed: u32) {
+        let (g, local) = (((ino - 1) / self.ipg) as usize, (ino - 1) % self.ipg);
+        let table = &mut self.tables[g];
+        if table.is_empty() {
+            table.resize(self.table_len, 0);
+        }
+        encode::inode(info, ino, seed, &mut table[local as usize * 256..]);
+        if ino > 10 {
+            self.mark(ino, is_dir);
+        } else {
+            // Reserved inodes (root, journal) are already marked used.
+            self.dirs[g] += is_dir as u32;
+        }
+    }
+}
+
+/// Sets the bits past `valid` up to the end of the bitmap block, as ext4
+/// requires.
+fn set_padding(bitmap: &mut [u8], valid: usize) {
+    for bit in valid..bitmap.len() * 8 {
+        bitmap[bit / 8] |= 1 << (bit % 8);
+    }
+}
+
+/// Buffers writes to consecutive blocks and writes out only non-zero blocks.
+struct BlockWriter<'f> {
+    file: &'f File,
+    base: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+const WRITE_BUFFER: usize = 8 << 20;
+
+impl<'f> BlockWriter<'f> {
+    fn new(file: &'f File, base: u64) -> Self {
+        BlockWriter {
+            file,
+            base,
+            start: 0,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+        }
+    }
+
+    /// A zeroed buffer for `n` blocks at `block`, to be filled by the caller.
+    fn region(&mut self, block: u64, n: usize) -> Result<&mut [u8]> {
+        let bs = BS as usize;
+        let contiguous = self.start + (self.buf.len() / bs) as u64 == block;
+        if !contiguous || self.buf.len() + n * bs > WRITE_BUFFER {
+            self.flush()?;
+            self.start = block;
+        }
+        let at = self.buf.len();
+        self.buf.resize(at + n * bs, 0);
+        Ok(&mut self.buf[at..])
+    }
+
+    /// Writes `data` (padded with zeros to whole blocks) at `block`.
+    fn write(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        let n = data.len().div_ceil(BS as usize);
+        self.region(block, n)?[..data.len()].copy_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let bs = BS as usize;
+        let blocks: Vec<&[u8]> = self.buf.chunks(bs).collect();
+        let mut i = 0;
+        while i < blocks.len() {
+            if is_zero(blocks[i]) {
+                i += 1;
+                continue;
+            }
+            let j = (i..blocks.len())
+                .find(|&j| is_zero(blocks[j]))
+                .unwrap_or(blocks.len());
+            let offset = self.base + (self.start + i as u64) * BS;
+            self.file
+                .write_all_at(&self.buf[i * bs..j * bs], offset)
+                .map_err(|source| Error::Write { offset, source })?;
+            i = j;
+        }
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+fn is_zero(block: &[u8]) -> bool {
+    block
+        .chunks_exact(8)
+        .all(|c| u64::from_ne_bytes(c.try_into().unwrap()) == 0)
+}
