@@ -1,0 +1,180 @@
+//! vinyl-streamd: captures a turntable from ALSA and streams it as Ogg Opus
+//! over HTTP, keeping one logical stream alive through device loss.
+//!
+//! Pure logic (Ogg framing, levels, PCM conversion, configuration) lives in
+//! modules of its own; threads and sockets are wired together in [`run`].
+
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod encode;
+pub mod http;
+pub mod hub;
+pub mod icecast;
+pub mod level;
+pub mod ogg;
+pub mod oggopus;
+pub mod opus;
+pub mod pcm;
+pub mod resample;
+pub mod source;
+pub mod status;
+pub mod systemd;
+
+use anyhow::Context;
+use config::Config;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The encoding half of the pipeline: encoder thread, hub and status.
+pub struct Pipeline {
+    /// Page feed for listeners.
+    pub hub: Arc<Hub>,
+    /// Shared state.
+    pub status: Arc<status::Status>,
+    /// Send 48 kHz interleaved stereo here.
+    pub input: std::sync::mpsc::SyncSender<Vec<f32>>,
+}
+
+use hub::Hub;
+
+/// Starts the encoder thread with `config`'s encoder and silence settings.
+pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
+    let encoder = opus::Encoder::new(
+        config.encoder.bitrate_kbps * 1000,
+        config.encoder.complexity,
+    )?;
+    let head = oggopus::opus_head(2, encoder.pre_skip(), config.source.rate);
+    let vendor = format!(
+        "vinyl-streamd {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        opus::version()
+    );
+    let tags = oggopus::opus_tags(&vendor, &[("TITLE", &config.http.name)]);
+    // A random serial makes a restarted daemon's stream distinguishable.
+    let serial = std::process::id()
+        ^ (std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .subsec_nanos());
+    let muxer = oggopus::Muxer::new(serial, &head, &tags, config.encoder.packets_per_page);
+    let page_ms = 20 * config.encoder.packets_per_page as u64;
+    let hub = Arc::new(Hub::new(
+        muxer.headers().to_vec().into(),
+        (config.http.client_queue_ms / page_ms) as usize,
+    ));
+    let status = Arc::new(status::Status::default());
+    let (input, rx) = std::sync::mpsc::sync_channel(64);
+    let encode = encode::EncodeLoop {
+        encoder,
+        muxer,
+        hub: hub.clone(),
+        status: status.clone(),
+        silence: level::SilenceDetector::new(
+            config.silence.threshold_db,
+            Duration::from_secs_f32(config.silence.hold_s),
+        ),
+        hooks: encode::Hooks {
+            on_silence: config.silence.on_silence.clone(),
+            on_sound: config.silence.on_sound.clone(),
+        },
+    };
+    std::thread::Builder::new()
+        .name("encoder".into())
+        .spawn(move || encode.run(rx))?;
+    Ok(Pipeline { hub, status, input })
+}
+
+/// Binds a listening socket; IPv6 wildcard sockets also accept IPv4 where
+/// the host allows it.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("bind {addr}"))?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))?;
+    // Streaming bodies never end by themselves; don't wait for them.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    Ok(())
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let pipeline = start_pipeline(&config)?;
+    let (source, status, input) = (
+        config.source.clone(),
+        pipeline.status.clone(),
+        pipeline.input,
+    );
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || capture::run(source, status, input))?;
+
+    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    for addr in &config.http.listen {
+        let l = tokio::net::TcpListener::from_std(bind(*addr)?)?;
+        let local = l.local_addr()?;
+        // Tests and scripts look for this line to learn the port.
+        tracing::info!("listening on http://{local}/");
+        bound.push(local);
+        listeners.push(l);
+    }
+    let h = &config.http;
+    let app = http::App::new(
+        pipeline.hub.clone(),
+        pipeline.status.clone(),
+        h.name.clone(),
+        h.description.clone(),
+        h.max_connections,
+        Duration::from_millis(h.client_queue_ms),
+        h.send_buffer_kib * 1024,
+        bound,
+    );
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in listeners {
+        tasks.spawn(http::serve(l, app.clone()));
+    }
+    if let Some(target) = icecast::Target::parse(&config.icecast.url) {
+        let push = icecast::Push {
+            target,
+            user: config.icecast.user.clone(),
+            password: config.icecast.password.clone(),
+            name: h.name.clone(),
+            description: h.description.clone(),
+            max_backoff: Duration::from_secs(config.icecast.max_backoff_s.max(1)),
+        };
+        tasks.spawn(icecast::run(
+            push,
+            pipeline.hub.clone(),
+            pipeline.status.clone(),
+        ));
+    }
+    tasks.spawn(systemd::watchdog(pipeline.status.clone()));
+    systemd::ready();
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+    systemd::stopping();
+    tasks.abort_all();
+    Ok(())
+}
