@@ -1,0 +1,370 @@
+//! Boards (`boards/*.toml`) and recipes (`recipes/*.toml`): what goes into an
+//! image. Loading is strict: unknown keys and missing files are errors that
+//! name the file, line and fix.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A configuration file that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unknown board {name:?}; available boards: {}. Add boards/{name}.toml to create it", available.join(", "))]
+    UnknownBoard {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "{file}: recipe {name:?} does not exist; create recipes/{name}.toml or remove it from `recipes`"
+    )]
+    UnknownRecipe { file: PathBuf, name: String },
+    #[error("{file}: overlay directory overlay/{name} does not exist")]
+    UnknownOverlay { file: PathBuf, name: String },
+    #[error("{}: {message}", file.display())]
+    Parse { file: PathBuf, message: String },
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A board: the machine an image is for, and what goes on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Board {
+    /// One line for `builder boards`.
+    pub description: String,
+    /// The device's hostname (also its mDNS name).
+    pub hostname: String,
+    /// Debian suite (codename).
+    #[serde(default = "default_suite")]
+    pub suite: String,
+    #[serde(default = "default_architecture")]
+    pub architecture: String,
+    #[serde(default = "default_components")]
+    pub components: Vec<String>,
+    /// Recipes (names under `recipes/`) in the order they apply.
+    pub recipes: Vec<String>,
+    pub kernel: KernelConfig,
+    /// Board name; taken from the file name.
+    #[serde(skip)]
+    pub name: String,
+}
+
+/// The kernel package and the modules a board needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KernelConfig {
+    /// The kernel package (a metapackage such as `linux-image-arm64` is fine).
+    pub package: String,
+    /// Modules the board needs (their dependencies are added).
+    #[serde(default)]
+    pub modules: Vec<String>,
+}
+
+fn default_suite() -> String {
+    "trixie".into()
+}
+fn default_architecture() -> String {
+    "arm64".into()
+}
+fn default_components() -> Vec<String> {
+    vec!["main".into(), "non-free-firmware".into()]
+}
+
+/// A recipe: one concern of the image (base system, networking, the streamer).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Recipe {
+    #[serde(default)]
+    pub description: String,
+    /// Debian packages to install (dependencies are added).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Packages needed only to cross-compile `crates` (a sysroot), never installed.
+    #[serde(default)]
+    pub sysroot_packages: Vec<String>,
+    /// Directories under `overlay/` copied onto the root, owned by root.
+    #[serde(default)]
+    pub overlay: Vec<String>,
+    /// systemd units to enable (in addition to presets).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// System users to create.
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// Kernel modules to include (with dependencies).
+    #[serde(default)]
+    pub modules: Vec<String>,
+    /// Workspace crates cross-compiled for the board and installed in /usr/bin.
+    #[serde(default)]
+    pub crates: Vec<String>,
+    /// Paths dropped from the root (globs, e.g. `/usr/share/man/**`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Exceptions to `exclude` (e.g. `/usr/share/doc/*/copyright`).
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Recipe name; taken from the file name.
+    #[serde(skip)]
+    pub name: String,
+}
+
+/// A system user declared by a recipe.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UserSpec {
+    pub name: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn default_home() -> String {
+    "/nonexistent".into()
+}
+fn default_shell() -> String {
+    "/usr/sbin/nologin".into()
+}
+
+/// The project's configuration folders.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub root: PathBuf,
+}
+
+impl Project {
+    /// The project rooted at `root` (holding `boards/`, `recipes/`, `overlay/`).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Project { root: root.into() }
+    }
+
+    /// The workspace this builder was compiled from.
+    pub fn from_workspace() -> Self {
+        Self::new(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .expect("workspace root"),
+        )
+    }
+
+    pub fn boards_dir(&self) -> PathBuf {
+        self.root.join("boards")
+    }
+
+    pub fn overlay_dir(&self, name: &str) -> PathBuf {
+        self.root.join("overlay").join(name)
+    }
+
+    /// The lock file of a board.
+    pub fn lock_path(&self, board: &str) -> PathBuf {
+        self.boards_dir().join(format!("{board}.lock"))
+    }
+
+    /// Names of all boards, sorted.
+    pub fn board_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.boards_dir())
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| {
+                let path = entry.ok()?.path();
+                if path.extension()? != "toml" {
+                    return None;
+                }
+                Some(path.file_stem()?.to_string_lossy().into_owned())
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Loads a board by name.
+    pub fn board(&self, name: &str) -> Result<Board, ConfigError> {
+        let file = self.boards_dir().join(format!("{name}.toml"));
+        if !file.is_file() {
+            return Err(ConfigError::UnknownBoard {
+                name: name.to_string(),
+                available: self.board_names(),
+            });
+        }
+        let mut board: Board = parse_toml(&file)?;
+        board.name = name.to_string();
+        Ok(board)
+    }
+
+    /// Loads the recipes a board names, in order.
+    pub fn recipes(&self, board: &Board) -> Result<Vec<Recipe>, ConfigError> {
+        let board_file = self.boards_dir().join(format!("{}.toml", board.name));
+        board
+            .recipes
+            .iter()
+            .map(|name| {
+                let file = self.root.join("recipes").join(format!("{name}.toml"));
+                if !file.is_file() {
+                    return Err(ConfigError::UnknownRecipe {
+                        file: board_file.clone(),
+                        name: name.clone(),
+                    });
+                }
+                let mut recipe: Recipe = parse_toml(&file)?;
+                recipe.name = name.clone();
+                for overlay in &recipe.overlay {
+                    if !self.overlay_dir(overlay).is_dir() {
+                        return Err(ConfigError::UnknownOverlay {
+                            file: file.clone(),
+                            name: overlay.clone(),
+                        });
+                    }
+                }
+                Ok(recipe)
+            })
+            .collect()
+    }
+}
+
+/// Parses a TOML file; errors carry the file, line and column.
+fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Io {
+        file: file.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|error| {
+        let message = match error.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: {}", error.message())
+            }
+            None => error.message().to_string(),
+        };
+        ConfigError::Parse {
+            file: file.to_path_buf(),
+            message,
+        }
+    })
+}
+
+/// Everything the recipes of a board ask for, merged in recipe order.
+#[derive(Debug, Clone, Default)]
+pub struct Plan {
+    /// Package name → the recipe that asked for it first.
+    pub packages: BTreeMap<String, String>,
+    pub sysroot_packages: BTreeMap<String, String>,
+    pub overlays: Vec<String>,
+    pub services: Vec<String>,
+    pub users: Vec<UserSpec>,
+    pub modules: Vec<String>,
+    pub crates: Vec<String>,
+    pub exclude: Vec<String>,
+    pub keep: Vec<String>,
+}
+
+impl Plan {
+    /// Merges a board's recipes; the kernel package is requested by the board.
+    pub fn new(board: &Board, recipes: &[Recipe]) -> Self {
+        let mut plan = Plan::default();
+        plan.packages.insert(
+            board.kernel.package.clone(),
+            format!("boards/{}.toml", board.name),
+        );
+        plan.modules.extend(board.kernel.modules.iter().cloned());
+        for recipe in recipes {
+            let origin = format!("recipes/{}.toml", recipe.name);
+            for package in &recipe.packages {
+                plan.packages
+                    .entry(package.clone())
+                    .or_insert_with(|| origin.clone());
+            }
+            for package in &recipe.sysroot_packages {
+                plan.sysroot_packages
+                    .entry(package.clone())
+                    .or_insert_with(|| origin.clone());
+            }
+            plan.overlays.extend(recipe.overlay.iter().cloned());
+            plan.services.extend(recipe.services.iter().cloned());
+            plan.users.extend(recipe.users.iter().cloned());
+            plan.modules.extend(recipe.modules.iter().cloned());
+            plan.crates.extend(recipe.crates.iter().cloned());
+            plan.exclude.extend(recipe.exclude.iter().cloned());
+            plan.keep.extend(recipe.keep.iter().cloned());
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(files: &[(&str, &str)]) -> (tempfile::TempDir, Project) {
+        let dir = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let path = dir.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, content).unwrap();
+        }
+        let project = Project::new(dir.path());
+        (dir, project)
+    }
+
+    const BOARD: &str = "description = \"Test\"\nhostname = \"t\"\nrecipes = [\"base\"]\n[kernel]\npackage = \"linux-image-arm64\"\nmodules = [\"ext4\"]\n";
+
+    #[test]
+    fn loads_board_and_merges_recipes() {
+        let (_dir, project) = project(&[
+            ("boards/test.toml", BOARD),
+            (
+                "recipes/base.toml",
+                "packages = [\"systemd\", \"bash\"]\nmodules = [\"snd-aloop\"]\noverlay = [\"base\"]\n",
+            ),
+            ("overlay/base/etc/motd", "hi"),
+        ]);
+        let board = project.board("test").unwrap();
+        assert_eq!(board.suite, "trixie");
+        let recipes = project.recipes(&board).unwrap();
+        let plan = Plan::new(&board, &recipes);
+        assert_eq!(
+            plan.packages.keys().collect::<Vec<_>>(),
+            ["bash", "linux-image-arm64", "systemd"]
+        );
+        assert_eq!(plan.packages["bash"], "recipes/base.toml");
+        assert_eq!(plan.modules, ["ext4", "snd-aloop"]);
+    }
+
+    #[test]
+    fn errors_name_file_line_and_fix() {
+        let (_dir, project) = project(&[
+            ("boards/test.toml", BOARD),
+            (
+                "boards/typo.toml",
+                "description = \"x\"\nhostname = \"t\"\nrecipes = []\nrecipies = []\n[kernel]\npackage = \"k\"\n",
+            ),
+            ("recipes/base.toml", "packages = \"systemd\"\n"),
+        ]);
+        let error = project.board("nope").unwrap_err().to_string();
+        assert!(error.contains("available boards: test, typo"), "{error}");
+        let error = project.board("typo").unwrap_err().to_string();
+        assert!(error.contains("typo.toml: line 4, column 1"), "{error}");
+        assert!(error.contains("recipies"), "{error}");
+        let board = project.board("test").unwrap();
+        let error = project.recipes(&board).unwrap_err().to_string();
+        assert!(error.contains("base.toml: line 1"), "{error}");
+    }
+
+    #[test]
+    fn missing_recipe_and_overlay_are_named() {
+        let (_dir, project) = project(&[
+            ("boards/test.toml", BOARD),
+            ("recipes/base.toml", "overlay = [\"gone\"]\n"),
+        ]);
+        let board = project.board("test").unwrap();
+        let error = project.recipes(&board).unwrap_err().to_string();
+        assert!(error.contains("overlay/gone does not exist"), "{error}");
+    }
+}
