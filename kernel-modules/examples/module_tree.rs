@@ -14,12 +14,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use std::{env, fs};
 
-use kernel_modules::{Compression, IndexLayout, PackageFiles, closure, generate_indexes, parse_module};
+use kernel_modules::{
+    Compression, IndexLayout, PackageFiles, closure, generate_indexes, parse_module,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = env::args().skip(1);
-    let root = PathBuf::from(args.next().ok_or("usage: module_tree MODDIR [--out DIR] [--all] MODULE...")?);
-    let (mut out, mut all, mut layout, mut wanted) = (None, false, IndexLayout::PreOrder, Vec::new());
+    let root = PathBuf::from(
+        args.next()
+            .ok_or("usage: module_tree MODDIR [--out DIR] [--all] MODULE...")?,
+    );
+    let (mut out, mut all, mut layout, mut wanted) =
+        (None, false, IndexLayout::PreOrder, Vec::new());
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--out" => out = Some(PathBuf::from(args.next().ok_or("--out needs a directory")?)),
@@ -46,9 +52,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let builtin_modinfo = fs::read(root.join("modules.builtin.modinfo")).unwrap_or_default();
 
     let start = Instant::now();
-    let keep = if all { modules.keys().cloned().collect() } else { closure(&modules, &builtin, &wanted)? };
+    let keep = if all {
+        modules.keys().cloned().collect()
+    } else {
+        closure(&modules, &builtin, &wanted)?
+    };
     let closed = start.elapsed();
-    let kept: BTreeMap<_, _> = modules.into_iter().filter(|(p, _)| keep.contains(p)).collect();
+    let kept: BTreeMap<_, _> = modules
+        .into_iter()
+        .filter(|(p, _)| keep.contains(p))
+        .collect();
 
     let start = Instant::now();
     let package = PackageFiles {
@@ -75,7 +88,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             fs::create_dir_all(dest.parent().expect("module path has a directory"))?;
             fs::write(dest, &by_path[path])?;
         }
-        for name in ["modules.order", "modules.builtin", "modules.builtin.modinfo"] {
+        for name in [
+            "modules.order",
+            "modules.builtin",
+            "modules.builtin.modinfo",
+        ] {
             if root.join(name).exists() {
                 fs::copy(root.join(name), out.join(name))?;
             }
@@ -97,7 +114,11 @@ fn collect(root: &Path, dir: &Path, files: &mut Vec<(String, Vec<u8>)>) -> std::
         if path.is_dir() {
             collect(root, &path, files)?;
         } else {
-            let relpath = path.strip_prefix(root).expect("under root").to_string_lossy().into_owned();
+            let relpath = path
+                .strip_prefix(root)
+                .expect("under root")
+                .to_string_lossy()
+                .into_owned();
             if relpath.contains('/') && Compression::from_path(&relpath).is_some() {
                 files.push((relpath, fs::read(&path)?));
             }

@@ -119,8 +119,8 @@ impl<'a> Modules<'a> {
         for (i, module) in list.iter().enumerate() {
             exporter.extend(module.info.exports.iter().map(|s| (s.as_str(), i)));
         }
-        for i in 0..list.len() {
-            let info = list[i].info;
+        for module in &mut list {
+            let info = module.info;
             let mut deps = Vec::new();
             for dep in &info.depends {
                 match position.get(dep.as_str()) {
@@ -129,7 +129,7 @@ impl<'a> Modules<'a> {
                     None if builtin.contains(dep) => {}
                     None => {
                         return Err(Error::MissingDependency {
-                            path: list[i].path.to_owned(),
+                            path: module.path.to_owned(),
                             dependency: dep.clone(),
                         });
                     }
@@ -144,7 +144,7 @@ impl<'a> Modules<'a> {
                     .unwrap_or(usize::MAX)
             };
             deps.sort_by_cached_key(first_use);
-            list[i].deps = deps;
+            module.deps = deps;
         }
         let rank = topological_rank(&list)?;
         Ok(Modules { list, rank })
@@ -353,6 +353,136 @@ mod tests {
         assert_eq!(normalize_alias("a-[x-z]-b").as_deref(), Some("a_[x-z]_b"));
         assert_eq!(normalize_alias("a]b"), None);
         assert_eq!(normalize_alias("a[b"), None);
+    }
+
+    fn module(name: &str, depends: &[&str], imports: &[&str], exports: &[&str]) -> ModuleInfo {
+        let strings = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+        ModuleInfo {
+            name: name.into(),
+            depends: strings(depends),
+            imports: strings(imports),
+            exports: strings(exports),
+            ..ModuleInfo::default()
+        }
+    }
+
+    fn text(files: &BTreeMap<String, Vec<u8>>, name: &str) -> String {
+        String::from_utf8(files[name].clone()).unwrap()
+    }
+
+    #[test]
+    fn dependency_lines_follow_depmods_order() {
+        // `fb` needs the independent `algo` and `ddc`; it lists `algo` first
+        // in depends= but uses a `ddc` symbol first. depmod walks them in
+        // symbol-use order, so its LIFO ranks `algo` before `ddc` (depends=
+        // order would give `ddc algo`).
+        let mut fb = module(
+            "fb",
+            &["algo", "ddc"],
+            &["kfree", "ddc_read", "algo_add"],
+            &[],
+        );
+        fb.aliases = vec![
+            "pci:v0000121Ad*".into(),
+            "devname:fb0".into(),
+            "char-major-29-0".into(),
+        ];
+        fb.softdeps = vec!["pre: ddc".into()];
+        let kept: BTreeMap<String, ModuleInfo> = [
+            ("kernel/fb.ko.xz", fb),
+            ("kernel/algo.ko.xz", module("algo", &[], &[], &["algo_add"])),
+            ("kernel/ddc.ko.xz", module("ddc", &[], &[], &["ddc_read"])),
+            (
+                "extra/unlisted.ko",
+                module("unlisted", &["builtin_one"], &[], &["algo_add"]),
+            ),
+        ]
+        .into_iter()
+        .map(|(p, m)| (p.to_owned(), m))
+        .collect();
+        let package = PackageFiles {
+            modules_order: "kernel/ddc.ko\nkernel/fb.ko\nkernel/algo.ko\n",
+            modules_builtin: "kernel/builtin-one.ko\n",
+            modules_builtin_modinfo: b"builtin_one.alias=fs-one\0builtin_one.license=GPL\0",
+        };
+        let files = generate_indexes(&kept, &package, IndexLayout::PreOrder).unwrap();
+        assert_eq!(
+            text(&files, "modules.dep"),
+            "kernel/ddc.ko.xz:\n\
+             kernel/fb.ko.xz: kernel/algo.ko.xz kernel/ddc.ko.xz\n\
+             kernel/algo.ko.xz:\n\
+             extra/unlisted.ko:\n"
+        );
+        assert_eq!(
+            text(&files, "modules.alias"),
+            "# Aliases extracted from modules themselves.\n\
+             alias pci:v0000121Ad* fb\nalias devname:fb0 fb\nalias char-major-29-0 fb\n"
+        );
+        assert_eq!(
+            text(&files, "modules.devname"),
+            "# Device nodes to trigger on-demand module loading.\nfb fb0 c29:0\n"
+        );
+        assert!(text(&files, "modules.softdep").ends_with("\nsoftdep fb pre: ddc\n"));
+        // algo_add is exported twice: the later module (unlisted) wins.
+        assert_eq!(
+            text(&files, "modules.symbols"),
+            "# Aliases for symbols, used by symbol_request().\n\
+             alias symbol:algo_add unlisted\nalias symbol:ddc_read ddc\n"
+        );
+        use crate::index::tests::dump;
+        let entry = |k: &str, p: u32, v: &str| (k.to_owned(), p, v.to_owned());
+        assert_eq!(
+            dump(&files["modules.dep.bin"]),
+            [
+                entry("algo", 2, "kernel/algo.ko.xz:"),
+                entry("ddc", 0, "kernel/ddc.ko.xz:"),
+                entry(
+                    "fb",
+                    1,
+                    "kernel/fb.ko.xz: kernel/algo.ko.xz kernel/ddc.ko.xz"
+                ),
+                entry("unlisted", 3, "extra/unlisted.ko:"),
+            ]
+        );
+        assert_eq!(
+            dump(&files["modules.alias.bin"])[0],
+            entry("char_major_29_0", 1, "fb")
+        );
+        assert_eq!(
+            dump(&files["modules.builtin.bin"]),
+            [entry("builtin_one", 0, "")]
+        );
+        assert_eq!(
+            dump(&files["modules.builtin.alias.bin"]),
+            [entry("fs_one", 0, "builtin_one")]
+        );
+        assert_eq!(
+            generate_indexes(&kept, &package, IndexLayout::PreOrder).unwrap(),
+            files,
+            "deterministic"
+        );
+    }
+
+    #[test]
+    fn incomplete_or_cyclic_sets_are_errors() {
+        let one = |deps: &[&str]| -> BTreeMap<String, ModuleInfo> {
+            [
+                ("a.ko".to_owned(), module("a", deps, &[], &[])),
+                ("b.ko".to_owned(), module("b", &["a"], &[], &[])),
+            ]
+            .into_iter()
+            .collect()
+        };
+        let package = PackageFiles::default();
+        let err = generate_indexes(&one(&["c"]), &package, IndexLayout::PreOrder).unwrap_err();
+        assert!(
+            matches!(&err, Error::MissingDependency { path, dependency } if path == "a.ko" && dependency == "c")
+        );
+        let err = generate_indexes(&one(&["b"]), &package, IndexLayout::PreOrder).unwrap_err();
+        assert!(
+            matches!(&err, Error::DependencyCycle(names) if names == &["a", "b"]),
+            "{err}"
+        );
     }
 
     #[test]

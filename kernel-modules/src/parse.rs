@@ -227,3 +227,153 @@ fn parse_softdep(value: &str) -> (Vec<String>, Vec<String>) {
     }
     (pre, post)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use object::write::{self, StandardSection};
+    use object::{
+        Architecture, BinaryFormat, Endianness, SectionKind, SymbolFlags, SymbolKind, SymbolScope,
+    };
+
+    use super::*;
+
+    /// A tiny relocatable ELF object like a kernel module: `.modinfo`
+    /// strings, optional extra sections and symbols (defined or undefined).
+    fn elf(modinfo: &[&str], sections: &[(&str, &[u8])], symbols: &[(&str, bool)]) -> Vec<u8> {
+        let mut obj =
+            write::Object::new(BinaryFormat::Elf, Architecture::Aarch64, Endianness::Little);
+        if !modinfo.is_empty() {
+            let id = obj.add_section(vec![], b".modinfo".to_vec(), SectionKind::ReadOnlyString);
+            let data: Vec<u8> = modinfo.iter().flat_map(|e| e.bytes().chain([0])).collect();
+            obj.append_section_data(id, &data, 1);
+        }
+        for (name, data) in sections {
+            let id = obj.add_section(vec![], name.as_bytes().to_vec(), SectionKind::ReadOnlyData);
+            obj.append_section_data(id, data, 1);
+        }
+        let text = obj.section_id(StandardSection::Text);
+        obj.append_section_data(text, &[0; 16], 4);
+        for &(name, defined) in symbols {
+            obj.add_symbol(write::Symbol {
+                name: name.as_bytes().to_vec(),
+                value: 0,
+                size: 0,
+                kind: SymbolKind::Data,
+                scope: SymbolScope::Linkage,
+                weak: false,
+                section: if defined {
+                    write::SymbolSection::Section(text)
+                } else {
+                    write::SymbolSection::Undefined
+                },
+                flags: SymbolFlags::None,
+            });
+        }
+        obj.write().unwrap()
+    }
+
+    fn sample() -> Vec<u8> {
+        elf(
+            &[
+                "license=GPL",
+                "depends=snd-timer,snd,,snd-pcm",
+                "softdep=pre: crypto-crc32c foo post: bar-baz",
+                "alias=of:N*T*Cfoo,bar",
+                "alias=char-major-10-237",
+                "firmware=foo/bar.bin",
+                "weakdep=dummy",
+                "novalue",
+                "name=snd_aloop",
+            ],
+            &[],
+            &[
+                ("__crc_snd_foo", true),
+                ("__crc_snd_bar", true),
+                ("snd_timer_open", false),
+                ("kfree", false),
+            ],
+        )
+    }
+
+    #[test]
+    fn reads_modinfo_fields() {
+        let info = parse_module("kernel/sound/drivers/snd-aloop.ko", &sample()).unwrap();
+        assert_eq!(info.name, "snd_aloop");
+        assert_eq!(info.depends, ["snd_timer", "snd", "snd_pcm"]);
+        assert_eq!(info.softdeps, ["pre: crypto-crc32c foo post: bar-baz"]);
+        assert_eq!(info.softdep_pre, ["crypto_crc32c", "foo"]);
+        assert_eq!(info.softdep_post, ["bar_baz"]);
+        assert_eq!(info.aliases, ["of:N*T*Cfoo,bar", "char-major-10-237"]);
+        assert_eq!(info.firmware, ["foo/bar.bin"]);
+        assert_eq!(info.weakdeps, ["dummy"]);
+        assert_eq!(info.values("license").collect::<Vec<_>>(), ["GPL"]);
+        assert_eq!(info.modinfo.len(), 8, "entries without '=' are skipped");
+        assert_eq!(info.exports, ["snd_foo", "snd_bar"]);
+        assert_eq!(info.imports, ["snd_timer_open", "kfree"]);
+    }
+
+    #[test]
+    fn exports_fall_back_to_ksymtab_strings() {
+        let bytes = elf(
+            &["license=GPL"],
+            &[("__ksymtab_strings", b"\0\0alpha\0beta\0")],
+            &[],
+        );
+        let info = parse_module_elf("m.ko", &bytes).unwrap();
+        assert_eq!(info.exports, ["alpha", "beta"]);
+    }
+
+    #[test]
+    fn decompresses_xz_zstd_and_gzip() {
+        let plain = sample();
+        let mut xz = xz2::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&plain).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&plain).unwrap();
+        let zst = zstd::encode_all(plain.as_slice(), 3).unwrap();
+        let expected = parse_module("a/snd-aloop.ko", &plain).unwrap();
+        for (path, bytes) in [
+            ("a/snd-aloop.ko.xz", xz.finish().unwrap()),
+            ("a/snd-aloop.ko.gz", gz.finish().unwrap()),
+            ("a/snd-aloop.ko.zst", zst),
+        ] {
+            assert_eq!(parse_module(path, &bytes).unwrap(), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_file() {
+        let err = parse_module("x/foo.ko.xz", b"not xz").unwrap_err();
+        assert!(
+            matches!(err, Error::Decompress { format: "xz", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().starts_with("x/foo.ko.xz: "), "{err}");
+
+        let err = parse_module("x/foo.ko", b"\x7fELF garbage").unwrap_err();
+        assert!(matches!(err, Error::Elf { .. }), "{err}");
+
+        let err = parse_module("x/foo.ko", &elf(&[], &[], &[])).unwrap_err();
+        assert!(matches!(err, Error::NoModinfo { .. }), "{err}");
+
+        let err = parse_module("x/foo.ko.bz2", b"").unwrap_err();
+        assert!(matches!(err, Error::NotAModule { .. }), "{err}");
+    }
+
+    #[test]
+    fn compression_from_path() {
+        assert_eq!(
+            Compression::from_path("a/b.ko.zst"),
+            Some(Compression::Zstd)
+        );
+        assert_eq!(Compression::from_path("a/b.ko"), Some(Compression::None));
+        assert_eq!(Compression::from_path("a/b.o"), None);
+        assert_eq!(
+            Compression::uncompressed_path("a/b-c.ko.xz"),
+            Some("a/b-c.ko")
+        );
+        assert_eq!(Compression::uncompressed_path("a/b.ko.gz"), Some("a/b.ko"));
+    }
+}
