@@ -161,12 +161,42 @@ impl Store {
         self.commit(temp, expected_sha256)
     }
 
-    /// Makes a complete temporary file visible under its digest.
+    /// Adds bytes without forcing them to disk; call [`Store::sync`] before
+    /// recording anything that refers to them. Used for the thousands of
+    /// small files unpacked from packages, where one sync beats one per file.
+    pub fn insert_unsynced(&self, bytes: &[u8]) -> Result<Sha256Hex, StoreError> {
+        let digest = sha256_hex(bytes);
+        if !self.contains(&digest) {
+            let mut temp = self.temp_file()?;
+            temp.write_all(bytes).map_err(io_error(temp.path()))?;
+            self.rename_into_place(temp, &digest)?;
+        }
+        Ok(digest)
+    }
+
+    /// Flushes everything written to the store's filesystem to disk.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let dir = fs::File::open(&self.root).map_err(io_error(&self.root))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
+            path: self.root.clone(),
+            source: e.into(),
+        })
+    }
+
+    /// Makes a complete temporary file durable and visible under its digest.
     fn commit(&self, temp: tempfile::NamedTempFile, sha256: &str) -> Result<(), StoreError> {
+        temp.as_file().sync_data().map_err(io_error(temp.path()))?;
+        self.rename_into_place(temp, sha256)
+    }
+
+    fn rename_into_place(
+        &self,
+        temp: tempfile::NamedTempFile,
+        sha256: &str,
+    ) -> Result<(), StoreError> {
         let path = self.path(sha256);
         let parent = path.parent().expect("blob paths have a parent");
         fs::create_dir_all(parent).map_err(io_error(parent))?;
-        temp.as_file().sync_data().map_err(io_error(temp.path()))?;
         temp.persist(&path).map_err(|e| StoreError::Io {
             path: path.clone(),
             source: e.error,

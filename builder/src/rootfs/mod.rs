@@ -1,0 +1,3 @@
+//! Assembling the root filesystem tree from unpacked packages and recipes.
+
+pub mod tree;
