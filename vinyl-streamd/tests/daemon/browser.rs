@@ -1,0 +1,1 @@
+//! Headless Chromium opens the page and plays the stream.

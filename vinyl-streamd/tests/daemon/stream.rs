@@ -1,0 +1,318 @@
+//! Streaming behaviour: tone fidelity, joining listeners, slow listeners,
+//! source gaps, bad requests, configuration and shutdown.
+
+use crate::common::*;
+use std::io::Write;
+use std::time::{Duration, Instant};
+use vinyl_streamd::ogg::parse_page;
+
+/// Pages of a recorded stream, checking they form one logical stream.
+fn check_single_stream(bytes: &[u8]) -> usize {
+    let mut pos = 0;
+    let mut pages = Vec::new();
+    while let Ok((page, len)) = parse_page(&bytes[pos..]) {
+        pages.push(page);
+        pos += len;
+    }
+    assert!(pages.len() > 3, "only {} pages", pages.len());
+    assert_eq!(&pages[0].packets[0][..8], b"OpusHead");
+    assert_eq!(pages[0].flags, vinyl_streamd::ogg::BOS);
+    assert_eq!(&pages[1].packets[0][..8], b"OpusTags");
+    let serial = pages[0].serial;
+    for w in pages[2..].windows(2) {
+        assert_eq!(w[1].serial, serial, "chained stream");
+        assert_eq!(w[1].flags & vinyl_streamd::ogg::BOS, 0, "second BOS");
+        assert_eq!(w[1].sequence, w[0].sequence + 1, "page gap");
+        assert_eq!(w[1].granule, w[0].granule + 960, "granule jump");
+    }
+    pages.len()
+}
+
+fn tone_through_ffmpeg(rate: &str) {
+    if !have("ffmpeg") {
+        return;
+    }
+    let d = Daemon::start(&["--source", "tone", "--rate", rate, "--tone-dbfs", "-6"]);
+    let pcm = ffmpeg_decode(
+        &["-i", &d.url("/stream.opus"), "-t", "3"],
+        None,
+        Duration::from_secs(15),
+    );
+    assert!(
+        pcm.len() >= 2 * 48_000 * 29 / 10,
+        "only {} samples",
+        pcm.len()
+    );
+    // One second well after the start, an integer number of cycles.
+    assert_tone(
+        &left(&pcm[2 * 48_000..2 * 96_000]),
+        -6.0,
+        &format!("{rate} Hz source"),
+    );
+}
+
+#[test]
+fn tone_48k_decodes_at_right_frequency_and_level() {
+    tone_through_ffmpeg("48000");
+}
+
+#[test]
+fn tone_44k1_is_resampled_correctly() {
+    tone_through_ffmpeg("44100");
+}
+
+#[test]
+fn listeners_joining_apart_both_decode_from_first_byte() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let d = Daemon::start(&["--source", "tone", "--tone-dbfs", "-10"]);
+    let first = std::thread::spawn({
+        let addr = d.addr;
+        move || record(addr, Duration::from_secs(5))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let second = record(d.addr, Duration::from_secs(3));
+    let first = first.join().unwrap();
+    for (name, bytes, secs) in [("first", first, 5.0), ("second", second, 3.0)] {
+        check_single_stream(&bytes);
+        let pcm = left(&decode_bytes(bytes));
+        let got = pcm.len() as f64 / 48_000.0;
+        assert!(
+            (got - secs).abs() < 0.5,
+            "{name}: {got} s decoded in {secs} s"
+        );
+        // The tone is there from the start of what the listener got.
+        assert_tone(&pcm[4800..4800 + 48_000], -10.0, name);
+    }
+}
+
+#[test]
+fn stalled_listener_neither_delays_others_nor_stays() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let d = Daemon::start(&[
+        "--source",
+        "tone",
+        "--client-queue-ms",
+        "1000",
+        "--send-buffer-kib",
+        "4",
+    ]);
+    // A listener with a tiny receive window that never reads.
+    let stalled = {
+        let sock =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        sock.connect(&d.addr.into()).unwrap();
+        let mut s: std::net::TcpStream = sock.into();
+        s.write_all(b"GET /stream.opus HTTP/1.0\r\n\r\n").unwrap();
+        s
+    };
+    let start = Instant::now();
+    let pcm = left(&decode_bytes(record(d.addr, Duration::from_secs(4))));
+    let elapsed = start.elapsed().as_secs_f64();
+    let audio = pcm.len() as f64 / 48_000.0;
+    assert!(
+        audio > 3.6,
+        "healthy listener got only {audio} s in {elapsed} s"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || d
+            .metric("vinyl_listeners_dropped_total")
+            >= 1.0),
+        "stalled listener never dropped"
+    );
+    assert!(d.log().iter().any(|l| l.contains("dropping listener")));
+    assert_eq!(d.metric("vinyl_listeners"), 0.0);
+    drop(stalled);
+}
+
+/// Writes `secs` of a 1 kHz tone (s16 stereo 48 kHz) into `fifo`, in real time.
+fn feed_fifo(fifo: &std::path::Path, secs: f64) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    let start = Instant::now();
+    let amp = 0.5 * 32767.0;
+    let total = (secs * 48_000.0) as usize;
+    for block in 0..total / 480 {
+        let mut buf = Vec::with_capacity(480 * 4);
+        for i in block * 480..(block + 1) * 480 {
+            let s = (amp * (i as f64 * std::f64::consts::TAU * 1000.0 / 48_000.0).sin()) as i16;
+            buf.extend_from_slice(&s.to_le_bytes());
+            buf.extend_from_slice(&s.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+        let due = Duration::from_millis(10 * (block as u64 + 1));
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
+}
+
+#[test]
+fn source_gap_keeps_listener_in_one_stream() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pcm");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let d = Daemon::start(&[
+        "--source",
+        "file",
+        "--path",
+        fifo.to_str().unwrap(),
+        "--format",
+        "s16",
+        "--retry-ms",
+        "100",
+    ]);
+    let (mut sock, body) = open_stream(d.addr);
+    let (writer, recorder) = (
+        fifo.clone(),
+        std::thread::spawn(move || read_for(&mut sock, body, Duration::from_secs(8))),
+    );
+    let start = Instant::now();
+    feed_fifo(&writer, 2.5);
+    // The writer is gone: the daemon must report it and stream silence.
+    assert!(wait_until(Duration::from_secs(2), || d.status()["state"]
+        == "no-device"));
+    std::thread::sleep(Duration::from_secs(2));
+    feed_fifo(&writer, 3.0);
+    assert_eq!(d.status()["state"], "no-device", "source ended again");
+    let bytes = recorder.join().unwrap();
+    let wall = start.elapsed().as_secs_f64();
+    check_single_stream(&bytes);
+    let pcm = left(&decode_bytes(bytes));
+    let secs = pcm.len() as f64 / 48_000.0;
+    assert!(
+        secs > 7.0 && secs < wall + 1.0,
+        "decoded {secs} s over {wall} s"
+    );
+    let at = |t: f64| &pcm[(t * 48_000.0) as usize..((t + 0.5) * 48_000.0) as usize];
+    assert_tone(at(1.0), -6.02, "before the gap");
+    assert!(
+        rms_db(at(3.3)) < -60.0,
+        "gap is not silent: {}",
+        rms_db(at(3.3))
+    );
+    assert_tone(at(6.0), -6.02, "after the gap");
+    assert!(d.metric("vinyl_source_losses_total") >= 2.0);
+    assert!(d.metric("vinyl_filler_frames_total") > 50.0);
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_server_keeps_serving() {
+    let d = Daemon::start(&["--source", "tone"]);
+    let code = |resp: Vec<u8>| {
+        let text = String::from_utf8_lossy(&resp).to_string();
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("no status in {text:?}"))
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("garbage", b"garbage\r\n\r\n".to_vec()),
+        ("binary", vec![0, 1, 2, 0xff, b'\r', b'\n', b'\r', b'\n']),
+        ("huge header", format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(64 * 1024)).into_bytes()),
+        ("huge uri", format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(64 * 1024)).into_bytes()),
+        ("bad version", b"GET / HTTP/9.9\r\n\r\n".to_vec()),
+        ("post", b"POST /stream.opus HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()),
+        ("unknown path", b"GET /nope HTTP/1.0\r\n\r\n".to_vec()),
+    ];
+    for (what, req) in cases {
+        let c = code(raw_request(d.addr, &req));
+        assert!((400..500).contains(&c), "{what}: got {c}");
+    }
+    // A client that connects and says nothing does not block anyone either.
+    let _idle = std::net::TcpStream::connect(d.addr).unwrap();
+    let (code, head, body) = http_get(d.addr, "/");
+    assert_eq!(code, 200);
+    assert!(head.to_ascii_lowercase().contains("text/html"));
+    assert!(String::from_utf8_lossy(&body).contains("id=\"play\""));
+    let (code, head, _) =
+        split_response(&raw_request(d.addr, b"HEAD /stream.opus HTTP/1.0\r\n\r\n"));
+    assert_eq!(code, 200);
+    let head = head.to_ascii_lowercase();
+    for h in [
+        "content-type: audio/ogg",
+        "icy-name: vinyl",
+        "icy-description:",
+        "access-control-allow-origin: *",
+    ] {
+        assert!(head.contains(h), "missing {h} in {head}");
+    }
+    let status = d.status();
+    assert_eq!(status["state"], "playing");
+    assert_eq!(status["device"], "test tone");
+    assert!(
+        status["addresses"][0]
+            .as_str()
+            .unwrap()
+            .contains("/stream.opus")
+    );
+    assert!(wait_until(Duration::from_secs(5), || d
+        .metric("vinyl_pages_total")
+        > 0.0));
+}
+
+#[test]
+fn silence_is_detected_and_reported() {
+    let d = Daemon::start(&[
+        "--source",
+        "tone",
+        "--tone-dbfs",
+        "-70",
+        "--silence-hold-s",
+        "0.3",
+    ]);
+    assert!(wait_until(Duration::from_secs(5), || d.status()["state"] == "silent"));
+    assert_eq!(d.metric("vinyl_silent"), 1.0);
+    let rms = d.status()["rms_dbfs"].as_f64().unwrap();
+    assert!((rms + 73.0).abs() < 0.5, "rms {rms}");
+}
+
+#[test]
+fn sigterm_exits_cleanly_even_with_listeners() {
+    let d = Daemon::start(&["--source", "tone"]);
+    let (_sock, _) = open_stream(d.addr);
+    let status = d.terminate().expect("daemon did not exit within 5 s");
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn bad_config_names_the_key_and_exits_nonzero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "[encoder]\nbitrate_kbps = 5000\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("encoder.bitrate_kbps"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+
+    std::fs::write(&path, "[http]\nname = \"Den\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
+        .args([
+            "--config",
+            path.to_str().unwrap(),
+            "--bitrate-kbps",
+            "96",
+            "--print-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let effective: vinyl_streamd::config::Config =
+        toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    assert_eq!(effective.http.name, "Den");
+    assert_eq!(effective.encoder.bitrate_kbps, 96);
+}
