@@ -1,0 +1,413 @@
+//! Round trips through all three available judges: e2fsck, ext4-view, debugfs.
+
+mod common;
+
+use common::*;
+use ext4_writer::{Entry, Error, FileData, Kind, NoSource, Timestamp};
+
+/// A random but reproducible tree with every kind of entry.
+fn generated_tree(seed: u64, dirs: usize, files: usize) -> Vec<Entry> {
+    let mut rng = Rng(seed);
+    let mut n = 0;
+    let mut name = |rng: &mut Rng| {
+        n += 1;
+        const STEMS: [&str; 6] = ["lib", "größe", "日本", "x", "a-much-longer-name.conf", "🦀"];
+        format!("{}{n}", STEMS[rng.below(6) as usize])
+    };
+    let modes = [0o644, 0o755, 0o4755, 0o2755, 0o1777, 0o600, 0o000, 0o6711];
+    let mut meta = |rng: &mut Rng, mut e: Entry| {
+        e.mode = modes[rng.below(8) as usize];
+        e.uid = [0, 1000, 65534, 100_000][rng.below(4) as usize];
+        e.gid = [0, 4, 100, 70_000][rng.below(4) as usize];
+        // ext4-view 1.0 rejects a low 32-bit seconds field >= 2^31 (it does
+        // not sign-extend it as the kernel does), so avoid those here; the
+        // extremes are checked with debugfs in `timestamps_beyond_2038`.
+        let secs = (rng.below(2) << 32) as i64 + rng.below(1 << 31) as i64;
+        e.mtime = Timestamp {
+            secs,
+            nanos: rng.below(1_000_000_000) as u32,
+        };
+        if rng.below(10) == 0 {
+            let len = [3, 40, 600][rng.below(3) as usize];
+            e = e.xattr(format!("user.k{}", rng.below(100)), rng.bytes(len));
+        }
+        e
+    };
+    let mut dir_paths = vec![String::new()];
+    let mut entries = Vec::new();
+    for _ in 0..dirs {
+        let parent = dir_paths[rng.below(dir_paths.len() as u64) as usize].clone();
+        let path = join(&parent, &name(&mut rng));
+        entries.push(meta(&mut rng, Entry::dir(&path, 0, T)));
+        dir_paths.push(path);
+    }
+    let mut file_paths = Vec::new();
+    for _ in 0..files {
+        let parent = dir_paths[rng.below(dir_paths.len() as u64) as usize].clone();
+        let path = join(&parent, &name(&mut rng));
+        let e = match rng.below(20) {
+            // Components stay short: ext4-view refuses targets with a
+            // component over 255 bytes (ext4 itself does not care).
+            0 => Entry::symlink(&path, T, "ab/".repeat(1 + rng.below(100) as usize)),
+            1 => Entry::symlink(&path, T, "../short"),
+            2 if !file_paths.is_empty() => {
+                let target: &String = &file_paths[rng.below(file_paths.len() as u64) as usize];
+                entries.push(Entry::hard_link(&path, target));
+                continue;
+            }
+            3 => Entry::new(
+                &path,
+                Kind::CharDevice {
+                    major: 1,
+                    minor: rng.below(300) as u32,
+                },
+                0,
+                T,
+            ),
+            4 => Entry::new(
+                &path,
+                Kind::BlockDevice {
+                    major: 259,
+                    minor: 3,
+                },
+                0,
+                T,
+            ),
+            5 => Entry::new(&path, Kind::Fifo, 0, T),
+            6 => Entry::new(&path, Kind::Socket, 0, T),
+            _ => {
+                let size = match rng.below(8) {
+                    0 => 0,
+                    1 => 4096,
+                    2 => 4097,
+                    3 => rng.below(300_000),
+                    _ => rng.below(20_000),
+                } as usize;
+                // Some files are all zeros: their blocks are allocated but
+                // never written to the (sparse) image.
+                let data = if rng.below(10) == 0 {
+                    vec![0; size]
+                } else {
+                    rng.bytes(size)
+                };
+                file_paths.push(path.clone());
+                Entry::file(&path, 0, T, FileData::Bytes(data))
+            }
+        };
+        let mut e = meta(&mut rng, e);
+        if matches!(e.kind, Kind::Symlink { .. }) {
+            e.mode = 0o777;
+        }
+        entries.push(e);
+    }
+    entries
+}
+
+fn join(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_string()
+    } else {
+        format!("{parent}/{name}")
+    }
+}
+
+#[test]
+fn generated_tree_round_trips() {
+    let entries = generated_tree(42, 300, 3000);
+    let opts = opts(ext4_writer::min_size(&entries, &opts(0)).unwrap() + (8 << 20));
+    let (path, summary) = image("generated", &entries, &NoSource, &opts);
+    assert!(summary.used_inodes > 3000);
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+}
+
+/// A tree spanning many block groups with backup superblocks in between.
+#[test]
+fn multi_group_tree_round_trips() {
+    let entries = generated_tree(7, 50, 400);
+    let (path, _) = image("multigroup", &entries, &NoSource, &opts(1 << 30));
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+}
+
+fn capability() -> Vec<u8> {
+    // VFS_CAP_REVISION_2, effective, permitted = CAP_NET_RAW (bit 13).
+    let mut v = 0x0200_0001u32.to_le_bytes().to_vec();
+    v.extend_from_slice(&(1u32 << 13).to_le_bytes());
+    v.extend_from_slice(&[0; 12]);
+    v
+}
+
+fn acl_default() -> Vec<u8> {
+    let mut v = 2u32.to_le_bytes().to_vec();
+    for (tag, perm, id) in [
+        (1u16, 7u16, u32::MAX),
+        (2, 5, 1000),
+        (4, 5, u32::MAX),
+        (0x10, 5, u32::MAX),
+        (0x20, 5, u32::MAX),
+    ] {
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    v
+}
+
+fn edge_entries() -> Vec<Entry> {
+    let bytes = |n: usize, seed: u64| FileData::Bytes(Rng(seed).bytes(n));
+    let mut e = vec![
+        Entry::dir("", 0o755, T),
+        Entry::file("empty", 0o644, T, FileData::Bytes(vec![])),
+        Entry::file("one-block", 0o644, T, bytes(4096, 1)),
+        Entry::file("one-block-plus", 0o644, T, bytes(4097, 2)),
+        Entry::file("usr/bin/passwd", 0o4755, T, bytes(100, 3)),
+        Entry::file("usr/bin/crontab", 0o2755, T, bytes(100, 4)).owner(0, 107),
+        Entry::file("usr/bin/ping", 0o755, T, bytes(5000, 5))
+            .xattr("security.capability", capability()),
+        Entry::dir("tmp", 0o1777, T),
+        Entry::dir("srv/shared", 0o2775, T).xattr("system.posix_acl_default", acl_default()),
+        Entry::file("big-xattrs", 0o600, T, bytes(10, 6))
+            .xattr("user.big", vec![b'x'; 1000])
+            .xattr("trusted.t", b"v")
+            .xattr("security.selinux", b"system_u:object_r:etc_t:s0\0"),
+        Entry::new(
+            "dev/null",
+            Kind::CharDevice { major: 1, minor: 3 },
+            0o666,
+            T,
+        ),
+        Entry::new(
+            "dev/sda",
+            Kind::BlockDevice { major: 8, minor: 0 },
+            0o660,
+            T,
+        )
+        .owner(0, 6),
+        Entry::new(
+            "dev/huge",
+            Kind::CharDevice {
+                major: 300,
+                minor: 70000,
+            },
+            0o600,
+            T,
+        ),
+        Entry::new("run/initctl", Kind::Fifo, 0o600, T),
+        Entry::new("run/sock", Kind::Socket, 0o777, T),
+        Entry::symlink("fast", T, "a".repeat(59)),
+        Entry::symlink("slow", T, "b".repeat(60)),
+        Entry::symlink("longest", T, "c/".repeat(2047) + "d"),
+        Entry::file("names/grüße 日本語 🦀", 0o644, T, bytes(10, 7)),
+        Entry::file(format!("names/{}", "n".repeat(255)), 0o644, T, bytes(10, 8)),
+        Entry::file(
+            format!("names/{}x", "é".repeat(127)),
+            0o644,
+            T,
+            bytes(10, 9),
+        ),
+        Entry::file("links/target", 0o644, T, bytes(3000, 10)),
+    ];
+    for i in 0..2000 {
+        e.push(Entry::hard_link(format!("links/l{i}"), "links/target"));
+    }
+    for i in 0..5000 {
+        e.push(Entry::file(
+            format!("bigdir/file-with-a-longish-name-{i:05}"),
+            0o644,
+            T,
+            bytes(i % 50, i as u64),
+        ));
+    }
+    let deep = (0..100)
+        .map(|i| format!("d{i}"))
+        .collect::<Vec<_>>()
+        .join("/");
+    e.push(Entry::file(
+        format!("{deep}/bottom"),
+        0o644,
+        T,
+        bytes(77, 11),
+    ));
+    e
+}
+
+#[test]
+fn edge_cases_round_trip() {
+    let entries = edge_entries();
+    let (path, _) = image("edge", &entries, &NoSource, &opts(64 << 20));
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+
+    let fs = ext4_view::Ext4::load_from_path(&path).unwrap();
+    assert_eq!(fs.metadata("/links/l1999").unwrap().len(), 3000);
+    let p = path.clone();
+    let Some(stat) = debugfs(&p, "stat /links/target") else {
+        return;
+    };
+    assert!(stat.contains("Links: 2001"), "{stat}");
+    let stat = debugfs(&p, "stat /dev/null").unwrap();
+    assert!(stat.contains("Device major/minor number: 01:03"), "{stat}");
+    let stat = debugfs(&p, "stat /dev/huge").unwrap();
+    assert!(
+        stat.contains("Device major/minor number: 300:70000"),
+        "{stat}"
+    );
+    let stat = debugfs(&p, "stat /usr/bin/passwd").unwrap();
+    assert!(stat.contains("Mode:  04755"), "{stat}");
+    let ea = debugfs(&p, "ea_list /usr/bin/ping").unwrap();
+    assert!(ea.contains("security.capability (20)"), "{ea}");
+    let ea = debugfs(&p, "ea_list /big-xattrs").unwrap();
+    assert!(ea.contains("user.big (1000)"), "{ea}");
+    assert!(ea.contains("trusted.t (1) = \"v\""), "{ea}");
+    assert!(ea.contains("security.selinux (27)"), "{ea}");
+    let stat = debugfs(&p, "stat /big-xattrs").unwrap();
+    assert!(
+        !stat.contains("File ACL: 0"),
+        "xattrs should be in a block: {stat}"
+    );
+    let ea = debugfs(&p, "ea_list /srv/shared").unwrap();
+    assert!(ea.contains("system.posix_acl_default"), "{ea}");
+    let stat = debugfs(&p, "stat /usr/bin/crontab").unwrap();
+    assert!(stat.contains("Group:   107"), "{stat}");
+}
+
+#[test]
+fn too_small_reports_sizes() {
+    let entries = vec![Entry::file(
+        "blob",
+        0o644,
+        T,
+        FileData::Bytes(vec![1; 10 << 20]),
+    )];
+    let path = temp_path("small");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(8 << 20).unwrap();
+    let err = ext4_writer::write(&file, 0, &entries, &NoSource, &opts(8 << 20)).unwrap_err();
+    let Error::TooSmall { needed, available } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(available, 8 << 20);
+    assert!(needed > 10 << 20 && needed < 11 << 20, "{needed}");
+    assert_eq!(needed, ext4_writer::min_size(&entries, &opts(0)).unwrap());
+    assert!(err_string(needed - 4096, &entries).contains("too small"));
+    // Exactly the minimum fits.
+    let (path, _) = image("minimum", &entries, &NoSource, &opts(needed));
+    e2fsck(&path);
+}
+
+fn err_string(size: u64, entries: &[Entry]) -> String {
+    let path = temp_path("small");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(size).unwrap();
+    ext4_writer::write(&file, 0, entries, &NoSource, &opts(size))
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn output_is_deterministic_and_offset_independent() {
+    let entries = generated_tree(3, 20, 200);
+    let o = opts(32 << 20);
+    let (a, _) = image("det-a", &entries, &NoSource, &o);
+    let (b, _) = image("det-b", &entries, &NoSource, &o);
+    let a = std::fs::read(a).unwrap();
+    assert!(a == std::fs::read(b).unwrap(), "two runs differ");
+
+    // The same filesystem placed 1 MiB into a larger file.
+    let path = temp_path("offset");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len((1 << 20) + o.size + 4096).unwrap();
+    ext4_writer::write(&file, 1 << 20, &entries, &NoSource, &o).unwrap();
+    let c = std::fs::read(&path).unwrap();
+    assert!(c[..1 << 20].iter().all(|&b| b == 0));
+    assert!(
+        c[1 << 20..(1 << 20) + a.len()] == a[..],
+        "offset image differs"
+    );
+}
+
+#[test]
+fn journal_passes_e2fsck() {
+    let entries = generated_tree(5, 20, 100);
+    let mut o = opts(64 << 20);
+    o.journal_blocks = Some(ext4_writer::Options::default_journal_blocks(o.size));
+    o.inodes = ext4_writer::InodeCount::BytesPerInode(16384);
+    let (path, summary) = image("journal", &entries, &NoSource, &o);
+    assert_eq!(summary.inodes, 4096);
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+    if let Some(out) = debugfs(&path, "stats") {
+        assert!(out.contains("has_journal"), "{out}");
+        let journal = debugfs(&path, "stat <8>").unwrap();
+        assert!(journal.contains("Size: 4194304"), "{journal}"); // 1024 blocks for < 128 MiB
+    }
+}
+
+#[test]
+fn content_size_mismatch_is_an_error() {
+    let entries = vec![Entry::new(
+        "f",
+        Kind::File {
+            size: 10,
+            data: FileData::Bytes(vec![1; 10]),
+        },
+        0o644,
+        T,
+    )];
+    let path = temp_path("mismatch");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(16 << 20).unwrap();
+    let o = opts(16 << 20);
+    // Declared 10 bytes, but the source yields 11, then 9.
+    for n in [11, 9] {
+        struct Src(usize);
+        impl ext4_writer::ContentSource for Src {
+            fn open(&self, _: &str) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+                Ok(Box::new(std::io::repeat(7).take(self.0 as u64)))
+            }
+        }
+        use std::io::Read;
+        let ext = vec![Entry::new(
+            "f",
+            Kind::File {
+                size: 10,
+                data: FileData::External("k".into()),
+            },
+            0o644,
+            T,
+        )];
+        let err = ext4_writer::write(&file, 0, &ext, &Src(n), &o).unwrap_err();
+        assert!(
+            matches!(err, Error::ContentSize { expected: 10, .. }),
+            "{err}"
+        );
+    }
+    ext4_writer::write(&file, 0, &entries, &NoSource, &o).unwrap();
+}
+
+#[test]
+fn timestamps_beyond_2038_and_before_1970() {
+    let at = |secs| Timestamp { secs, nanos: 5 };
+    let entries = vec![
+        Entry::file("future", 0o644, at(1 << 31), FileData::Bytes(vec![])),
+        Entry::file("far", 0o644, at(3 << 32), FileData::Bytes(vec![])),
+        Entry::file("past", 0o644, at(-86_400), FileData::Bytes(vec![])),
+    ];
+    let (path, _) = image("times", &entries, &NoSource, &opts(16 << 20));
+    e2fsck(&path);
+    let Some(s) = debugfs(&path, "stat /future") else {
+        return;
+    };
+    assert!(
+        s.contains("mtime: 0x80000000:00000015 -- Tue Jan 19 03:14:08 2038"),
+        "{s}"
+    );
+    let s = debugfs(&path, "stat /past").unwrap();
+    assert!(
+        s.contains("mtime: 0xfffeae80:00000014 -- Wed Dec 31 00:00:00 1969"),
+        "{s}"
+    );
+    let s = debugfs(&path, "stat /far").unwrap();
+    assert!(s.contains("mtime: 0x00000000:00000017"), "{s}");
+}
