@@ -28,6 +28,8 @@
 //! # let _ = indexes; Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod closure;
 mod depmod;
 mod error;
