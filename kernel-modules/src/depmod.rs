@@ -75,7 +75,8 @@ pub fn generate_indexes(
 struct Module<'a> {
     path: &'a str,
     info: &'a ModuleInfo,
-    /// Direct dependencies (indexes into `Modules::list`), `depends=` order.
+    /// Direct dependencies (indexes into `Modules::list`), in the order the
+    /// module first uses one of their symbols.
     deps: Vec<usize>,
 }
 
