@@ -178,6 +178,7 @@ fn handle(
         (&Method::GET | &Method::HEAD, "/stream.opus") => stream(app, conn, peer, head),
         (&Method::GET | &Method::HEAD, "/status") => {
             let mut snap = app.status.snapshot();
+            snap.name = app.name.clone();
             snap.addresses = stream_urls(&app.listen);
             let json = serde_json::to_vec_pretty(&snap).expect("status serialises");
             full(StatusCode::OK, "application/json", json)

@@ -55,6 +55,8 @@ pub struct Status {
 /// A snapshot, as served by `/status`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
+    /// Station name.
+    pub name: String,
     /// Device or file name, or null.
     pub device: Option<String>,
     /// Sample format, e.g. "S24_3LE 48000 Hz 2ch", or null.
@@ -138,7 +140,7 @@ impl Status {
             .saturating_sub(self.last_frame_ms.load(Ordering::Relaxed))
     }
 
-    /// A consistent snapshot for reporting; `addresses` are filled in by the caller.
+    /// A consistent snapshot for reporting; `name` and `addresses` are filled in by the caller.
     pub fn snapshot(&self) -> Snapshot {
         let i = self.inner();
         let state = match (&i.source, i.silent) {
@@ -147,6 +149,7 @@ impl Status {
             (Some(_), false) => State::Playing,
         };
         Snapshot {
+            name: String::new(),
             device: i.source.as_ref().map(|(n, _)| n.clone()),
             format: i.source.as_ref().map(|(_, f)| f.to_string()),
             state,

@@ -132,7 +132,7 @@ pub fn raw_request(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
     let resp = raw_request(
         addr,
-        format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
     );
     split_response(&resp)
 }
