@@ -89,7 +89,7 @@ fn acl_to_disk(v: &[u8]) -> Result<Vec<u8>, String> {
         .map(|b| u32::from_le_bytes(b.try_into().unwrap()));
     match version {
         Some(1) => return Ok(v.to_vec()),
-        Some(2) if (v.len() - 4) % 8 == 0 => {}
+        Some(2) if (v.len() - 4).is_multiple_of(8) => {}
         _ => return Err("POSIX ACL xattr is neither version 1 nor 2".into()),
     }
     let mut out = 1u32.to_le_bytes().to_vec();

@@ -15,7 +15,7 @@ fn generated_tree(seed: u64, dirs: usize, files: usize) -> Vec<Entry> {
         format!("{}{n}", STEMS[rng.below(6) as usize])
     };
     let modes = [0o644, 0o755, 0o4755, 0o2755, 0o1777, 0o600, 0o000, 0o6711];
-    let mut meta = |rng: &mut Rng, mut e: Entry| {
+    let meta = |rng: &mut Rng, mut e: Entry| {
         e.mode = modes[rng.below(8) as usize];
         e.uid = [0, 1000, 65534, 100_000][rng.below(4) as usize];
         e.gid = [0, 4, 100, 70_000][rng.below(4) as usize];
@@ -410,4 +410,101 @@ fn timestamps_beyond_2038_and_before_1970() {
     );
     let s = debugfs(&path, "stat /far").unwrap();
     assert!(s.contains("mtime: 0x00000000:00000017"), "{s}");
+}
+
+/// Content generator for huge files: zeros, except 16 marker bytes at the
+/// start of every MiB, so images stay sparse and cheap.
+struct Pattern {
+    size: u64,
+}
+
+fn marker(mib: u64) -> [u8; 16] {
+    let mut m = [0xA5; 16];
+    m[..8].copy_from_slice(&(mib + 1).to_le_bytes());
+    m
+}
+
+struct PatternReader {
+    pos: u64,
+    size: u64,
+}
+
+impl std::io::Read for PatternReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = buf.len().min((self.size - self.pos) as usize);
+        let buf = &mut buf[..n];
+        buf.fill(0);
+        let mut mib = self.pos.div_ceil(1 << 20);
+        while mib << 20 < self.pos + n as u64 {
+            let m = marker(mib);
+            let at = ((mib << 20) - self.pos) as usize;
+            let len = 16.min(n - at);
+            buf[at..at + len].copy_from_slice(&m[..len]);
+            mib += 1;
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl ext4_writer::ContentSource for Pattern {
+    fn open(&self, _key: &str) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        Ok(Box::new(PatternReader {
+            pos: 0,
+            size: self.size,
+        }))
+    }
+}
+
+/// A file over 512 MiB needs more than four extents (one covers at most
+/// 128 MiB), so its extent tree gets a leaf block outside the inode.
+#[test]
+fn huge_file_uses_an_extent_tree() {
+    let size = (600 << 20) + 1234;
+    let entries = vec![
+        Entry::file("before", 0o644, T, FileData::Bytes(b"x".to_vec())),
+        Entry::new(
+            "huge",
+            Kind::File {
+                size,
+                data: FileData::External("blob".into()),
+            },
+            0o644,
+            T,
+        ),
+        Entry::file("zz-after", 0o644, T, FileData::Bytes(b"y".to_vec())),
+    ];
+    let source = Pattern { size };
+    let min = ext4_writer::min_size(&entries, &opts(0)).unwrap();
+    assert!(min > size && min < size + (8 << 20), "{min}");
+    let (path, _) = image("huge", &entries, &source, &opts(min));
+    e2fsck(&path);
+
+    let fs = ext4_view::Ext4::load_from_path(&path).unwrap();
+    assert_eq!(fs.metadata("/huge").unwrap().len(), size);
+    assert_eq!(fs.read("/zz-after").unwrap(), b"y");
+    let mut f = fs.open("/huge").unwrap();
+    use std::io::{Read, Seek, SeekFrom};
+    for mib in [0u64, 1, 127, 128, 129, 255, 256, 511, 512, 599, 600] {
+        // 8 zero bytes before each marker, then the marker itself.
+        let at = (mib << 20).saturating_sub(8);
+        let mut got = vec![0u8; ((mib << 20) - at) as usize + 16];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut got).unwrap();
+        let (zeros, m) = got.split_at(got.len() - 16);
+        assert!(
+            zeros.iter().all(|&b| b == 0) && m == marker(mib),
+            "at MiB {mib}"
+        );
+    }
+    let mut tail = Vec::new();
+    f.seek(SeekFrom::Start(size - 100)).unwrap();
+    f.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail, vec![0; 100]);
+    if let Some(stat) = debugfs(&path, "stat /huge") {
+        assert!(
+            stat.contains("(ETB0)"),
+            "expected an extent tree block: {stat}"
+        );
+    }
 }
