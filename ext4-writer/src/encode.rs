@@ -4,7 +4,6 @@
 use crate::Timestamp;
 use crate::checksum::crc32c_raw;
 use crate::layout::{BS, Extent, Mapping};
-use crate::tree::DirChild;
 use crate::xattr::{self, Xattr};
 
 fn put16(b: &mut [u8], off: usize, v: u16) {
@@ -328,86 +327,6 @@ fn leaf_entry(e: &Extent) -> (u32, [u8; 12]) {
     (e.logical, b)
 }
 
-/// Size of a directory entry with a name of `name_len` bytes.
-fn dirent_len(name_len: usize) -> usize {
-    (8 + name_len).div_ceil(4) * 4
-}
-
-/// Bytes of a directory block available to entries (the rest is the
-/// 12-byte checksum tail).
-const DIR_SPACE: usize = BS as usize - 12;
-
-/// Splits directory entries (given by name length, "." and ".." first) into
-/// blocks; returns how many entries go in each block.
-fn pack_dir(name_lens: impl Iterator<Item = usize>) -> Vec<usize> {
-    let mut blocks = vec![0usize];
-    let mut used = 0;
-    for n in name_lens {
-        let len = dirent_len(n);
-        if used + len > DIR_SPACE {
-            blocks.push(0);
-            used = 0;
-        }
-        used += len;
-        *blocks.last_mut().unwrap() += 1;
-    }
-    blocks
-}
-
-/// Blocks a linear directory with these child name lengths needs.
-pub fn dir_block_count(child_name_lens: impl Iterator<Item = usize>) -> u64 {
-    pack_dir([1, 2].into_iter().chain(child_name_lens)).len() as u64
-}
-
-/// Encodes a linear directory of `nblocks` blocks (extra blocks are empty)
-/// with checksum tails.
-pub fn dir_blocks(
-    ino: u32,
-    parent: u32,
-    children: &[DirChild],
-    nblocks: u64,
-    inode_seed: u32,
-) -> Vec<u8> {
-    use crate::tree::ftype::DIR;
-    let dot = [(&b"."[..], ino, DIR), (&b".."[..], parent, DIR)];
-    let all: Vec<(&[u8], u32, u8)> = dot
-        .into_iter()
-        .chain(children.iter().map(|c| (&c.name[..], c.ino, c.ftype)))
-        .collect();
-    let counts = pack_dir(all.iter().map(|e| e.0.len()));
-    let mut out = vec![0u8; nblocks as usize * BS as usize];
-    let mut rest = &all[..];
-    for (bi, block) in out.chunks_mut(BS as usize).enumerate() {
-        let n = counts.get(bi).copied().unwrap_or(0);
-        let (these, tail) = rest.split_at(n);
-        rest = tail;
-        let mut pos = 0;
-        for (k, (name, ino, ft)) in these.iter().enumerate() {
-            // The last entry's record stretches to the checksum tail.
-            let rec = if k + 1 == n {
-                DIR_SPACE - pos
-            } else {
-                dirent_len(name.len())
-            };
-            put32(block, pos, *ino);
-            put16(block, pos + 4, rec as u16);
-            block[pos + 6] = name.len() as u8;
-            block[pos + 7] = *ft;
-            block[pos + 8..pos + 8 + name.len()].copy_from_slice(name);
-            pos += rec;
-        }
-        if n == 0 {
-            put16(block, 4, DIR_SPACE as u16); // one empty record spanning the block
-        }
-        // Tail: inode 0, rec_len 12, name_len 0, type 0xDE, checksum.
-        put16(block, DIR_SPACE + 4, 12);
-        block[DIR_SPACE + 7] = 0xDE;
-        let csum = crc32c_raw(inode_seed, &block[..DIR_SPACE]);
-        put32(block, DIR_SPACE + 8, csum);
-    }
-    out
-}
-
 /// The jbd2 superblock (version 2, empty log, no features) for a journal of
 /// `blocks` blocks.
 pub fn journal_superblock(blocks: u32, uuid: &[u8; 16]) -> Vec<u8> {
@@ -441,12 +360,5 @@ mod tests {
         assert_eq!(encode_time(Timestamp::from_secs(-1)), (u32::MAX, 0));
         assert_eq!(encode_time(Timestamp::from_secs(1 << 31)), (1 << 31, 1));
         assert_eq!(encode_time(Timestamp { secs: 5, nanos: 7 }), (5, 7 << 2));
-    }
-
-    #[test]
-    fn dir_packing() {
-        // (4084 - 24 for . and ..) / 264 bytes per 255-byte name = 15 per block.
-        assert_eq!(dir_block_count(std::iter::repeat_n(255, 15)), 1);
-        assert_eq!(dir_block_count(std::iter::repeat_n(255, 16)), 2);
     }
 }

@@ -9,8 +9,9 @@
 //! over, which is the only thing that splits a file into several extents
 //! besides the 32768-block extent length limit.
 
-use crate::encode::{dir_block_count, tree_blocks_needed};
-use crate::tree::{Body, Tree};
+use crate::dir::Shape;
+use crate::encode::tree_blocks_needed;
+use crate::tree::{Body, LPF_INO, Tree};
 use crate::xattr;
 use crate::{Error, InodeCount, Options, Result};
 
@@ -136,6 +137,8 @@ impl Mapping {
 pub struct InodePlan {
     pub map: Mapping,
     pub xattr_block: Option<u64>,
+    /// Block arrangement, for directories.
+    pub dir: Option<Shape>,
 }
 
 /// The whole layout.
@@ -257,23 +260,19 @@ pub fn inode_target(tree: &Tree, opts: &Options, blocks: u64) -> Result<u64> {
     })
 }
 
-/// Data blocks an inode's body needs (before extent-tree blocks).
-fn data_blocks(body: &Body, ino: u32) -> u64 {
+/// Data blocks a non-directory inode's body needs (before extent-tree blocks).
+fn data_blocks(body: &Body) -> u64 {
     match body {
-        Body::Dir { children, .. } => {
-            let n = dir_block_count(children.iter().map(|c| c.name.len()));
-            // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files
-            // without allocating.
-            if ino == crate::tree::LPF_INO {
-                n.max(4)
-            } else {
-                n
-            }
-        }
         Body::File { size, .. } => size.div_ceil(BS),
         Body::Symlink(t) if t.len() >= 60 => 1,
         _ => 0,
     }
+}
+
+/// The directory-hash seed as the superblock stores it.
+pub fn hash_seed(opts: &Options) -> [u32; 4] {
+    let w = |i: usize| u32::from_le_bytes(opts.hash_seed[4 * i..4 * i + 4].try_into().unwrap());
+    [w(0), w(1), w(2), w(3)]
 }
 
 /// Lays out `tree` in `geo`.
@@ -301,9 +300,15 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
 
     let mut inodes = vec![InodePlan::default(); tree.inodes.len()];
     // Directories first, so that path lookups touch few, close blocks.
+    let seed = hash_seed(opts);
     for (i, ino) in tree.inodes.iter().enumerate() {
-        if matches!(ino.body, Body::Dir { .. }) {
-            inodes[i].map = a.mapping(data_blocks(&ino.body, ino.ino));
+        if let Body::Dir { children, .. } = &ino.body {
+            // mke2fs gives lost+found 16 KiB so e2fsck can reconnect files
+            // without allocating.
+            let min = if ino.ino == LPF_INO { 4 } else { 1 };
+            let shape = Shape::new(children, &seed, min);
+            inodes[i].map = a.mapping(shape.blocks());
+            inodes[i].dir = Some(shape);
         }
     }
     for (i, ino) in tree.inodes.iter().enumerate() {
@@ -320,7 +325,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
     }
     for (i, ino) in tree.inodes.iter().enumerate() {
         if !matches!(ino.body, Body::Dir { .. }) {
-            inodes[i].map = a.mapping(data_blocks(&ino.body, ino.ino));
+            inodes[i].map = a.mapping(data_blocks(&ino.body));
         }
     }
     // Extent-tree blocks last: only fragmented or huge files have any.

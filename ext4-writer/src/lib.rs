@@ -22,6 +22,7 @@
 //! ```
 
 mod checksum;
+mod dir;
 mod encode;
 mod layout;
 mod tree;

@@ -6,8 +6,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use crate::checksum::{fs_seed, inode_seed};
+use crate::dir::INDEX_FL;
 use crate::encode::{self, Desc, EXTENTS_FL, InodeInfo, SuperInfo};
-use crate::layout::{self, BS, Geometry, Mapping, Plan};
+use crate::layout::{self, BS, Geometry, InodePlan, Mapping, Plan};
 use crate::tree::{self, Body, Tree};
 use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
 
@@ -120,7 +121,7 @@ pub fn write(
     let mut trees = Vec::with_capacity(tree.inodes.len());
     for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
         let iseed = inode_seed(seed, ino.ino, 0);
-        write_body(&mut w, ino, &p.map, iseed, source)?;
+        write_body(&mut w, ino, p, iseed, source)?;
         if let Some(b) = p.xattr_block {
             let mut buf = vec![0u8; BS as usize];
             xattr::encode_block(&ino.meta.xattrs, b, seed, &mut buf);
@@ -156,20 +157,15 @@ pub fn write(
 fn write_body(
     w: &mut BlockWriter,
     ino: &tree::Inode,
-    map: &Mapping,
+    plan: &InodePlan,
     iseed: u32,
     source: &dyn ContentSource,
 ) -> Result<()> {
+    let map = &plan.map;
     match &ino.body {
         Body::Dir { parent, children } => {
-            let data = encode::dir_blocks(
-                ino.ino,
-                *parent,
-                children,
-                map.blocks() - map.tree.len() as u64,
-                iseed,
-            );
-            write_mapped(w, map, &data)
+            let shape = plan.dir.as_ref().expect("directories have a shape");
+            write_mapped(w, map, &shape.encode(ino.ino, *parent, children, iseed))
         }
         Body::Symlink(target) if target.len() >= 60 => write_mapped(w, map, target),
         Body::File { size, data, path } => {
@@ -274,11 +270,11 @@ fn write_metadata(
     for ((ino, p), i_block) in tree.inodes.iter().zip(&plan.inodes).zip(trees) {
         let m = &ino.meta;
         let (size, flags, i_block) = match &ino.body {
-            Body::Dir { .. } => (
-                (p.map.blocks() - p.map.tree.len() as u64) * BS,
-                EXTENTS_FL,
-                *i_block,
-            ),
+            Body::Dir { .. } => {
+                let shape = p.dir.as_ref().expect("directories have a shape");
+                let index = if shape.indexed() { INDEX_FL } else { 0 };
+                (shape.blocks() * BS, EXTENTS_FL | index, *i_block)
+            }
             Body::File { size, .. } => (*size, EXTENTS_FL, *i_block),
             Body::Symlink(t) if t.len() >= 60 => (t.len() as u64, EXTENTS_FL, *i_block),
             Body::Symlink(t) => {

@@ -508,3 +508,23 @@ fn huge_file_uses_an_extent_tree() {
         );
     }
 }
+
+/// Over 507 leaf blocks need a second index level (interior nodes).
+#[test]
+fn two_level_htree_directory() {
+    let mut entries: Vec<Entry> = (0..8200)
+        .map(|i| Entry::file(format!("wide/{i:0>250}"), 0o644, T, FileData::Bytes(vec![])))
+        .collect();
+    entries.push(Entry::file(
+        "wide/short",
+        0o644,
+        T,
+        FileData::Bytes(b"s".to_vec()),
+    ));
+    let (path, _) = image("htree2", &entries, &NoSource, &opts(64 << 20));
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+    if let Some(out) = debugfs(&path, "htree_dump /wide") {
+        assert!(out.contains("Indirect levels: 1"), "{}", &out[..500]);
+    }
+}
