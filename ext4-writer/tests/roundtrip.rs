@@ -239,9 +239,9 @@ fn edge_cases_round_trip() {
     e2fsck(&path);
     assert_round_trip(&path, &entries);
 
-    let fs = ext4_view::Ext4::load_from_path(&path).unwrap();
+    let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
     assert_eq!(fs.metadata("/links/l1999").unwrap().len(), 3000);
-    let p = path.clone();
+    let p: &std::path::PathBuf = &path;
     let Some(stat) = debugfs(&p, "stat /links/target") else {
         return;
     };
@@ -281,7 +281,7 @@ fn too_small_reports_sizes() {
         FileData::Bytes(vec![1; 10 << 20]),
     )];
     let path = temp_path("small");
-    let file = std::fs::File::create(&path).unwrap();
+    let file = std::fs::File::create(&*path).unwrap();
     file.set_len(8 << 20).unwrap();
     let err = ext4_writer::write(&file, 0, &entries, &NoSource, &opts(8 << 20)).unwrap_err();
     let Error::TooSmall { needed, available } = err else {
@@ -298,7 +298,7 @@ fn too_small_reports_sizes() {
 
 fn err_string(size: u64, entries: &[Entry]) -> String {
     let path = temp_path("small");
-    let file = std::fs::File::create(&path).unwrap();
+    let file = std::fs::File::create(&*path).unwrap();
     file.set_len(size).unwrap();
     ext4_writer::write(&file, 0, entries, &NoSource, &opts(size))
         .unwrap_err()
@@ -311,15 +311,15 @@ fn output_is_deterministic_and_offset_independent() {
     let o = opts(32 << 20);
     let (a, _) = image("det-a", &entries, &NoSource, &o);
     let (b, _) = image("det-b", &entries, &NoSource, &o);
-    let a = std::fs::read(a).unwrap();
-    assert!(a == std::fs::read(b).unwrap(), "two runs differ");
+    let a = std::fs::read(&*a).unwrap();
+    assert!(a == std::fs::read(&*b).unwrap(), "two runs differ");
 
     // The same filesystem placed 1 MiB into a larger file.
     let path = temp_path("offset");
-    let file = std::fs::File::create(&path).unwrap();
+    let file = std::fs::File::create(&*path).unwrap();
     file.set_len((1 << 20) + o.size + 4096).unwrap();
     ext4_writer::write(&file, 1 << 20, &entries, &NoSource, &o).unwrap();
-    let c = std::fs::read(&path).unwrap();
+    let c = std::fs::read(&*path).unwrap();
     assert!(c[..1 << 20].iter().all(|&b| b == 0));
     assert!(
         c[1 << 20..(1 << 20) + a.len()] == a[..],
@@ -356,7 +356,7 @@ fn content_size_mismatch_is_an_error() {
         T,
     )];
     let path = temp_path("mismatch");
-    let file = std::fs::File::create(&path).unwrap();
+    let file = std::fs::File::create(&*path).unwrap();
     file.set_len(16 << 20).unwrap();
     let o = opts(16 << 20);
     // Declared 10 bytes, but the source yields 11, then 9.
@@ -480,7 +480,7 @@ fn huge_file_uses_an_extent_tree() {
     let (path, _) = image("huge", &entries, &source, &opts(min));
     e2fsck(&path);
 
-    let fs = ext4_view::Ext4::load_from_path(&path).unwrap();
+    let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
     assert_eq!(fs.metadata("/huge").unwrap().len(), size);
     assert_eq!(fs.read("/zz-after").unwrap(), b"y");
     let mut f = fs.open("/huge").unwrap();
@@ -527,4 +527,38 @@ fn two_level_htree_directory() {
     if let Some(out) = debugfs(&path, "htree_dump /wide") {
         assert!(out.contains("Indirect levels: 1"), "{}", &out[..500]);
     }
+}
+
+/// The data partition is grown on the device; resize2fs must handle our
+/// layout (no resize inode: it moves metadata to make room for more group
+/// descriptors).
+#[test]
+fn resize2fs_can_grow_it() {
+    let entries = generated_tree(9, 10, 50);
+    let mut o = opts(64 << 20);
+    o.journal_blocks = Some(1024);
+    o.inodes = ext4_writer::InodeCount::BytesPerInode(65536);
+    let (path, _) = image("grow", &entries, &NoSource, &o);
+    if std::process::Command::new("resize2fs").output().is_err() {
+        assert!(std::env::var_os("CI").is_none(), "resize2fs missing");
+        return;
+    }
+    // 20 GiB: 160 groups need three descriptor blocks instead of one.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&*path)
+        .unwrap()
+        .set_len(20 << 30)
+        .unwrap();
+    let out = std::process::Command::new("resize2fs")
+        .arg(&*path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
 }

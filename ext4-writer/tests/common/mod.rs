@@ -10,13 +10,32 @@ use ext4_writer::{ContentSource, Entry, Options, Summary};
 
 pub const T: ext4_writer::Timestamp = ext4_writer::Timestamp::from_secs(1_700_000_000);
 
+/// An image file, removed when dropped unless the test failed (so it can
+/// be inspected).
+pub struct Img(pub PathBuf);
+
+impl std::ops::Deref for Img {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for Img {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// A fresh path under the target's temp dir.
-pub fn temp_path(name: &str) -> PathBuf {
+pub fn temp_path(name: &str) -> Img {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ext4-writer-tests");
     std::fs::create_dir_all(&dir).unwrap();
-    dir.join(format!("{name}-{}-{n}.img", std::process::id()))
+    Img(dir.join(format!("{name}-{}-{n}.img", std::process::id())))
 }
 
 pub fn opts(size: u64) -> Options {
@@ -33,9 +52,9 @@ pub fn image(
     entries: &[Entry],
     source: &dyn ContentSource,
     opts: &Options,
-) -> (PathBuf, Summary) {
+) -> (Img, Summary) {
     let path = temp_path(name);
-    let file = File::create(&path).unwrap();
+    let file = File::create(&*path).unwrap();
     file.set_len(opts.size).unwrap();
     let summary = ext4_writer::write(&file, 0, entries, source, opts).unwrap();
     (path, summary)
