@@ -242,33 +242,33 @@ fn edge_cases_round_trip() {
     let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
     assert_eq!(fs.metadata("/links/l1999").unwrap().len(), 3000);
     let p: &std::path::PathBuf = &path;
-    let Some(stat) = debugfs(&p, "stat /links/target") else {
+    let Some(stat) = debugfs(p, "stat /links/target") else {
         return;
     };
     assert!(stat.contains("Links: 2001"), "{stat}");
-    let stat = debugfs(&p, "stat /dev/null").unwrap();
+    let stat = debugfs(p, "stat /dev/null").unwrap();
     assert!(stat.contains("Device major/minor number: 01:03"), "{stat}");
-    let stat = debugfs(&p, "stat /dev/huge").unwrap();
+    let stat = debugfs(p, "stat /dev/huge").unwrap();
     assert!(
         stat.contains("Device major/minor number: 300:70000"),
         "{stat}"
     );
-    let stat = debugfs(&p, "stat /usr/bin/passwd").unwrap();
+    let stat = debugfs(p, "stat /usr/bin/passwd").unwrap();
     assert!(stat.contains("Mode:  04755"), "{stat}");
-    let ea = debugfs(&p, "ea_list /usr/bin/ping").unwrap();
+    let ea = debugfs(p, "ea_list /usr/bin/ping").unwrap();
     assert!(ea.contains("security.capability (20)"), "{ea}");
-    let ea = debugfs(&p, "ea_list /big-xattrs").unwrap();
+    let ea = debugfs(p, "ea_list /big-xattrs").unwrap();
     assert!(ea.contains("user.big (1000)"), "{ea}");
     assert!(ea.contains("trusted.t (1) = \"v\""), "{ea}");
     assert!(ea.contains("security.selinux (27)"), "{ea}");
-    let stat = debugfs(&p, "stat /big-xattrs").unwrap();
+    let stat = debugfs(p, "stat /big-xattrs").unwrap();
     assert!(
         !stat.contains("File ACL: 0"),
         "xattrs should be in a block: {stat}"
     );
-    let ea = debugfs(&p, "ea_list /srv/shared").unwrap();
+    let ea = debugfs(p, "ea_list /srv/shared").unwrap();
     assert!(ea.contains("system.posix_acl_default"), "{ea}");
-    let stat = debugfs(&p, "stat /usr/bin/crontab").unwrap();
+    let stat = debugfs(p, "stat /usr/bin/crontab").unwrap();
     assert!(stat.contains("Group:   107"), "{stat}");
 }
 
