@@ -104,6 +104,10 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Each listener is a socket; the default soft limit (1024) is too low.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!("cannot raise the open-files limit: {e}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
