@@ -196,6 +196,18 @@ fn edge_entries() -> Vec<Entry> {
         Entry::new("run/initctl", Kind::Fifo, 0o600, T),
         Entry::new("run/sock", Kind::Socket, 0o777, T),
         Entry::symlink("fast", T, "a".repeat(59)),
+        Entry::symlink("fast-with-xattrs", T, "x")
+            .xattr("security.selinux", b"system_u:object_r:bin_t:s0\0")
+            .xattr("user.pad", vec![7; 300]),
+        Entry::new(
+            "dev/labelled",
+            Kind::CharDevice { major: 5, minor: 1 },
+            0o600,
+            T,
+        )
+        .xattr("security.selinux", b"system_u:object_r:tty_device_t:s0\0"),
+        Entry::dir("lost+found", 0o700, T).owner(0, 0),
+        Entry::file("lost+found/#12", 0o644, T, bytes(5, 12)),
         Entry::symlink("slow", T, "b".repeat(60)),
         Entry::symlink("longest", T, "c/".repeat(2047) + "d"),
         Entry::file("names/grüße 日本語 🦀", 0o644, T, bytes(10, 7)),
@@ -268,6 +280,12 @@ fn edge_cases_round_trip() {
     );
     let ea = debugfs(p, "ea_list /srv/shared").unwrap();
     assert!(ea.contains("system.posix_acl_default"), "{ea}");
+    let ea = debugfs(p, "ea_list /fast-with-xattrs").unwrap();
+    assert!(ea.contains("user.pad (300)"), "{ea}");
+    let ea = debugfs(p, "ea_list /dev/labelled").unwrap();
+    assert!(ea.contains("security.selinux (34)"), "{ea}");
+    let stat = debugfs(p, "stat /lost+found").unwrap();
+    assert!(stat.contains("Inode: 11 "), "{stat}");
     let stat = debugfs(p, "stat /usr/bin/crontab").unwrap();
     assert!(stat.contains("Group:   107"), "{stat}");
 }
@@ -561,4 +579,38 @@ fn resize2fs_can_grow_it() {
     );
     e2fsck(&path);
     assert_round_trip(&path, &entries);
+}
+
+/// Sizes above 4 GiB use i_size_high; the content is mostly zeros, so the
+/// image stays small.
+#[test]
+fn file_over_4_gib() {
+    struct Zeros;
+    impl ext4_writer::ContentSource for Zeros {
+        fn open(&self, _: &str) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+            // A memset-speed source (io::repeat is slow in debug builds).
+            Ok(Box::new(PatternReader {
+                pos: 0,
+                size: (4 << 30) + 1,
+            }))
+        }
+    }
+    let size = (4u64 << 30) + 1;
+    let entries = vec![Entry::new(
+        "big",
+        Kind::File {
+            size,
+            data: FileData::External("z".into()),
+        },
+        0o644,
+        T,
+    )];
+    let (path, _) = image("4g", &entries, &Zeros, &opts((4 << 30) + (64 << 20)));
+    e2fsck(&path);
+    let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
+    assert_eq!(fs.metadata("/big").unwrap().len(), size);
+    // (ext4-view seeks block by block, too slow here for a spot read.)
+    if let Some(stat) = debugfs(&path, "stat /big") {
+        assert!(stat.contains("Size: 4294967297"), "{stat}");
+    }
 }
