@@ -3,11 +3,14 @@
 //!
 //! Layout (flex_bg lets metadata live anywhere): group 0 starts with the
 //! superblock and group descriptors, then come all block bitmaps, all inode
-//! bitmaps and all inode tables, then the journal, directories, xattr blocks,
-//! file data in inode order, and finally extent-tree blocks. Backup
-//! superblocks (sparse_super: groups 0, 1 and powers of 3, 5, 7) are skipped
-//! over, which is the only thing that splits a file into several extents
-//! besides the 32768-block extent length limit.
+//! bitmaps and all inode tables, then the journal, directories, slow
+//! symlinks and xattr blocks, then file data in inode order, and finally
+//! extent-tree blocks. File data is placed while it streams, because with
+//! holes only the content says which blocks need a place; the plan checks
+//! the fit for the worst case, no holes at all. Backup superblocks
+//! (sparse_super: groups 0, 1 and powers of 3, 5, 7) are skipped over; that
+//! and the 32768-block extent limit are the only things that split a file
+//! into several extents, apart from holes.
 
 use crate::dir::Shape;
 use crate::encode::tree_blocks_needed;
@@ -141,7 +144,9 @@ pub struct InodePlan {
     pub dir: Option<Shape>,
 }
 
-/// The whole layout.
+/// The whole layout. Everything but regular-file data is placed up front;
+/// file data is placed as it streams (zero blocks may become holes), then
+/// [`Plan::place_trees`] adds the extent-tree blocks.
 #[derive(Debug)]
 pub struct Plan {
     pub geo: Geometry,
@@ -151,27 +156,101 @@ pub struct Plan {
     /// Parallel to `Tree::inodes`.
     pub inodes: Vec<InodePlan>,
     pub journal: Option<Mapping>,
-    /// Every used run `(start, len)`, backups included, in ascending order.
-    pub used: Vec<(u64, u64)>,
-    /// One past the highest block the layout needs; may exceed `geo.blocks`,
-    /// in which case the tree does not fit.
+    /// One past the highest block the layout needs if no file has holes;
+    /// beyond `geo.blocks` the tree does not fit.
     pub end: u64,
+    alloc: Alloc,
+}
+
+impl Plan {
+    /// Places `n` blocks of file data at logical block `logical` of `map`.
+    pub fn place_data(&mut self, map: &mut Mapping, logical: u64, n: u64) -> Vec<(u64, u64)> {
+        let runs = self.alloc.take(n);
+        map.push(logical, &runs);
+        runs
+    }
+
+    /// Places the extent-tree blocks of every inode (and the journal).
+    pub fn place_trees(&mut self) {
+        let maps = self
+            .inodes
+            .iter_mut()
+            .map(|p| &mut p.map)
+            .chain(self.journal.as_mut());
+        for m in maps {
+            let n = tree_blocks_needed(m.extents.len());
+            m.tree = (0..n).map(|_| self.alloc.take(1)[0].0).collect();
+        }
+    }
+
+    /// One past the highest block placed so far.
+    pub fn placed_end(&self) -> u64 {
+        self.alloc.next
+    }
+
+    /// Every used run `(start, len)`, backups included, in ascending order.
+    pub fn used(&self) -> Vec<(u64, u64)> {
+        let mut used = self.alloc.used.clone();
+        for g in 0..self.geo.groups {
+            let n = self.geo.backup_len(g);
+            if n > 0 {
+                used.push((self.geo.group_start(g), n));
+            }
+        }
+        used.sort_unstable();
+        used
+    }
+}
+
+impl Mapping {
+    /// Appends `runs` at logical block `logical`, merging with the last
+    /// extent where both are contiguous and splitting at the extent limit.
+    pub fn push(&mut self, mut logical: u64, runs: &[(u64, u64)]) {
+        for &(mut start, mut len) in runs {
+            if let Some(last) = self.extents.last_mut() {
+                let contiguous = last.logical as u64 + last.len as u64 == logical
+                    && last.start + last.len as u64 == start;
+                let room = (MAX_EXTENT_LEN - last.len as u64).min(len);
+                if contiguous && room > 0 {
+                    last.len += room as u32;
+                    (logical, start, len) = (logical + room, start + room, len - room);
+                }
+            }
+            while len > 0 {
+                let l = len.min(MAX_EXTENT_LEN);
+                self.extents.push(Extent {
+                    logical: logical as u32,
+                    start,
+                    len: l as u32,
+                });
+                (logical, start, len) = (logical + l, start + l, len - l);
+            }
+        }
+    }
 }
 
 /// Hands out blocks in ascending order, stepping over backup superblocks.
 /// It may run past the end of the filesystem (pretending the group pattern
 /// continues) so that a failed plan still tells how much room it needed.
-struct Alloc<'g> {
-    geo: &'g Geometry,
+#[derive(Clone, Debug)]
+struct Alloc {
+    gdt_blocks: u64,
     next: u64,
     used: Vec<(u64, u64)>,
 }
 
-impl Alloc<'_> {
+impl Alloc {
+    fn backup_len(&self, group: u32) -> u64 {
+        if has_super(group) {
+            1 + self.gdt_blocks
+        } else {
+            0
+        }
+    }
+
     fn skip_backup(&self, b: u64) -> u64 {
-        let g = (b / BLOCKS_PER_GROUP) as u32;
-        let start = self.geo.group_start(g);
-        b.max(start + self.geo.backup_len(g))
+        let g = b / BLOCKS_PER_GROUP;
+        b.max(g * BLOCKS_PER_GROUP + self.backup_len(g as u32))
     }
 
     /// Start of the next backup after `b`.
@@ -180,7 +259,7 @@ impl Alloc<'_> {
         while !has_super(g) {
             g += 1;
         }
-        self.geo.group_start(g)
+        g as u64 * BLOCKS_PER_GROUP
     }
 
     fn mark(&mut self, start: u64, len: u64) {
@@ -214,31 +293,12 @@ impl Alloc<'_> {
         self.take(n)[0].0
     }
 
-    fn one(&mut self) -> u64 {
-        self.take(1)[0].0
-    }
-
-    /// Maps `n` blocks from logical block 0, splitting at the extent limit.
+    /// Maps `n` blocks from logical block 0.
     fn mapping(&mut self, n: u64) -> Mapping {
-        let mut extents = Vec::new();
-        let mut logical = 0u64;
-        for (start, len) in self.take(n) {
-            let mut off = 0;
-            while off < len {
-                let l = (len - off).min(MAX_EXTENT_LEN);
-                extents.push(Extent {
-                    logical: logical as u32,
-                    start: start + off,
-                    len: l as u32,
-                });
-                off += l;
-                logical += l;
-            }
-        }
-        Mapping {
-            extents,
-            tree: Vec::new(),
-        }
+        let mut m = Mapping::default();
+        let runs = self.take(n);
+        m.push(0, &runs);
+        m
     }
 }
 
@@ -260,15 +320,6 @@ pub fn inode_target(tree: &Tree, opts: &Options, blocks: u64) -> Result<u64> {
     })
 }
 
-/// Data blocks a non-directory inode's body needs (before extent-tree blocks).
-fn data_blocks(body: &Body) -> u64 {
-    match body {
-        Body::File { size, .. } => size.div_ceil(BS),
-        Body::Symlink(t) if t.len() >= 60 => 1,
-        _ => 0,
-    }
-}
-
 /// The directory-hash seed as the superblock stores it.
 pub fn hash_seed(opts: &Options) -> [u32; 4] {
     let w = |i: usize| u32::from_le_bytes(opts.hash_seed[4 * i..4 * i + 4].try_into().unwrap());
@@ -283,7 +334,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         ));
     }
     let mut a = Alloc {
-        geo: &geo,
+        gdt_blocks: geo.gdt_blocks,
         next: 0,
         used: Vec::new(),
     };
@@ -296,7 +347,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
     let inode_tables = (0..groups)
         .map(|_| a.take_contiguous(geo.itable_blocks))
         .collect();
-    let mut journal = opts.journal_blocks.map(|n| a.mapping(n as u64));
+    let journal = opts.journal_blocks.map(|n| a.mapping(n as u64));
 
     let mut inodes = vec![InodePlan::default(); tree.inodes.len()];
     // Directories first, so that path lookups touch few, close blocks.
@@ -320,33 +371,28 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
                     reason: "extended attributes exceed one block".into(),
                 });
             }
-            inodes[i].xattr_block = Some(a.one());
+            inodes[i].xattr_block = Some(a.take(1)[0].0);
         }
-    }
-    for (i, ino) in tree.inodes.iter().enumerate() {
-        if !matches!(ino.body, Body::Dir { .. }) {
-            inodes[i].map = a.mapping(data_blocks(&ino.body));
+        if let Body::Symlink(t) = &ino.body
+            && t.len() >= 60
+        {
+            inodes[i].map = a.mapping(1);
         }
-    }
-    // Extent-tree blocks last: only fragmented or huge files have any.
-    let maps = inodes
-        .iter_mut()
-        .map(|p| &mut p.map)
-        .chain(journal.as_mut());
-    for m in maps {
-        let n = tree_blocks_needed(m.extents.len());
-        m.tree = (0..n).map(|_| a.one()).collect();
     }
 
-    let end = a.next;
-    let mut used = a.used;
-    for g in 0..geo.groups {
-        let n = geo.backup_len(g);
-        if n > 0 {
-            used.push((geo.group_start(g), n));
+    // The worst case: every file fully allocated, then every extent tree.
+    let mut worst = a.clone();
+    let mut extents: Vec<usize> = inodes.iter().map(|p| p.map.extents.len()).collect();
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if let Body::File { size, .. } = &ino.body {
+            extents[i] = worst.mapping(size.div_ceil(BS)).extents.len();
         }
     }
-    used.sort_unstable();
+    let journal_extents = journal.as_ref().map(|m| m.extents.len());
+    for n in extents.into_iter().chain(journal_extents) {
+        worst.take(tree_blocks_needed(n));
+    }
+    let end = worst.next;
     Ok(Plan {
         geo,
         block_bitmaps,
@@ -354,8 +400,8 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         inode_tables,
         inodes,
         journal,
-        used,
         end,
+        alloc: a,
     })
 }
 
@@ -383,7 +429,7 @@ mod tests {
     fn allocation_skips_backups() {
         let geo = Geometry::new(4 * BLOCKS_PER_GROUP, 64).unwrap();
         let mut a = Alloc {
-            geo: &geo,
+            gdt_blocks: geo.gdt_blocks,
             next: BLOCKS_PER_GROUP - 10,
             used: Vec::new(),
         };
@@ -399,5 +445,34 @@ mod tests {
         );
         assert_eq!(m.extents[1].start, BLOCKS_PER_GROUP + 1 + geo.gdt_blocks);
         assert_eq!(m.extents[1].logical, 10);
+    }
+}
+
+#[cfg(test)]
+mod mapping_tests {
+    use super::*;
+
+    #[test]
+    fn push_merges_and_splits() {
+        let mut m = Mapping::default();
+        m.push(0, &[(100, 10)]);
+        m.push(10, &[(110, 5)]); // contiguous: merged
+        m.push(20, &[(115, 1)]); // logical gap (a hole): new extent
+        m.push(21, &[(200, MAX_EXTENT_LEN + 3)]); // over the limit: split
+        let e: Vec<(u32, u64, u32)> = m
+            .extents
+            .iter()
+            .map(|e| (e.logical, e.start, e.len))
+            .collect();
+        let max = MAX_EXTENT_LEN as u32;
+        assert_eq!(
+            e,
+            vec![
+                (0, 100, 15),
+                (20, 115, 1),
+                (21, 200, max),
+                (21 + max, 200 + max as u64, 3)
+            ]
+        );
     }
 }

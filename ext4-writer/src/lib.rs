@@ -236,11 +236,16 @@ pub struct Options {
     pub reserved_blocks: u64,
     /// Size of an internal jbd2 journal in blocks, or `None` for no journal.
     pub journal_blocks: Option<u32>,
+    /// Leave all-zero blocks of regular files unallocated (holes), so they
+    /// take no space in the filesystem either. Sizes are still checked
+    /// as if there were no holes.
+    pub sparse_files: bool,
 }
 
 impl Options {
-    /// Defaults: 4 KiB blocks, hash seed derived from nothing (zero), empty
-    /// label, timestamp 0, automatic inode count, no reserved blocks, no journal.
+    /// Defaults: 4 KiB blocks, zero hash seed (the kernel then uses its
+    /// default seed), empty label, timestamp 0, automatic inode count, no
+    /// reserved blocks, no journal, sparse files.
     pub fn new(size: u64, uuid: [u8; 16]) -> Self {
         Options {
             size,
@@ -252,6 +257,7 @@ impl Options {
             inodes: InodeCount::Auto,
             reserved_blocks: 0,
             journal_blocks: None,
+            sparse_files: true,
         }
     }
 

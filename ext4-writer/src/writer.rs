@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use crate::checksum::{fs_seed, inode_seed};
 use crate::dir::INDEX_FL;
 use crate::encode::{self, Desc, EXTENTS_FL, InodeInfo, SuperInfo};
-use crate::layout::{self, BS, Geometry, InodePlan, Mapping, Plan};
+use crate::layout::{self, BS, Geometry, Mapping, Plan};
 use crate::tree::{self, Body, Tree};
 use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
 
@@ -112,22 +112,57 @@ pub fn write(
     let Some(geo) = geometry(&tree, opts, opts.size / BS)? else {
         return Err(too_small()?);
     };
-    let plan = layout::plan(&tree, opts, geo)?;
+    let mut plan = layout::plan(&tree, opts, geo)?;
     if plan.end > plan.geo.blocks {
         return Err(too_small()?);
     }
     let mut w = BlockWriter::new(file, offset);
     let seed = fs_seed(&opts.uuid);
-    let mut trees = Vec::with_capacity(tree.inodes.len());
+    // What has a place already: directories, slow symlinks, xattr blocks.
     for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
         let iseed = inode_seed(seed, ino.ino, 0);
-        write_body(&mut w, ino, p, iseed, source)?;
+        match &ino.body {
+            Body::Dir { parent, children } => {
+                let shape = p.dir.as_ref().expect("directories have a shape");
+                let data = shape.encode(ino.ino, *parent, children, iseed);
+                write_mapped(&mut w, &p.map, &data)?;
+            }
+            Body::Symlink(target) if target.len() >= 60 => write_mapped(&mut w, &p.map, target)?,
+            _ => {}
+        }
         if let Some(b) = p.xattr_block {
             let mut buf = vec![0u8; BS as usize];
             xattr::encode_block(&ino.meta.xattrs, b, seed, &mut buf);
             w.write(b, &buf)?;
         }
-        let (i_block, blocks) = encode::extent_tree(&p.map, iseed);
+    }
+    // File data, placed in inode order as it streams.
+    let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if let Body::File { size, data, path } = &ino.body {
+            let reader = open(data, path, source)?;
+            let file = FileStream {
+                reader,
+                size: *size,
+                path,
+            };
+            let map = file.write(&mut w, &mut plan, &mut chunk, opts.sparse_files)?;
+            plan.inodes[i].map = map;
+        }
+    }
+    plan.place_trees();
+    if plan.placed_end() > plan.geo.blocks {
+        // Only possible when holes fragment files so much that their extent
+        // trees outgrow the space the holes saved.
+        let needed = (plan.placed_end() * BS).max(min_size_of(&tree, opts)?);
+        return Err(Error::TooSmall {
+            needed,
+            available: opts.size,
+        });
+    }
+    let mut trees = Vec::with_capacity(tree.inodes.len());
+    for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
+        let (i_block, blocks) = encode::extent_tree(&p.map, inode_seed(seed, ino.ino, 0));
         for (b, data) in blocks {
             w.write(b, &data)?;
         }
@@ -153,61 +188,88 @@ pub fn write(
     Ok(summary)
 }
 
-/// Writes a directory's, file's or slow symlink's data blocks.
-fn write_body(
-    w: &mut BlockWriter,
-    ino: &tree::Inode,
-    plan: &InodePlan,
-    iseed: u32,
-    source: &dyn ContentSource,
-) -> Result<()> {
-    let map = &plan.map;
-    match &ino.body {
-        Body::Dir { parent, children } => {
-            let shape = plan.dir.as_ref().expect("directories have a shape");
-            write_mapped(w, map, &shape.encode(ino.ino, *parent, children, iseed))
-        }
-        Body::Symlink(target) if target.len() >= 60 => write_mapped(w, map, target),
-        Body::File { size, data, path } => {
-            let err = |source: io::Error| Error::Content {
-                path: lossy(path),
-                source,
-            };
-            let mut reader: Box<dyn Read> = match data {
-                FileData::Bytes(b) => Box::new(&b[..]),
-                FileData::Path(p) => Box::new(File::open(p).map_err(err)?),
-                FileData::External(key) => source.open(key).map_err(err)?,
-            };
-            let short = || Error::ContentSize {
-                path: lossy(path),
-                expected: *size,
-            };
-            let mut left = *size;
-            for e in &map.extents {
-                // Read straight into the writer's buffer, 1 MiB at a time.
-                let mut done = 0u64;
-                while done < e.len as u64 {
-                    let n = (e.len as u64 - done).min(256);
-                    let buf = w.region(e.start + done, n as usize)?;
-                    let want = left.min(n * BS) as usize;
-                    reader
-                        .read_exact(&mut buf[..want])
-                        .map_err(|e| match e.kind() {
-                            io::ErrorKind::UnexpectedEof => short(),
-                            _ => err(e),
-                        })?;
-                    left -= want as u64;
-                    done += n;
+/// Blocks of file content read at a time.
+const CHUNK_BLOCKS: usize = 256;
+
+fn open<'s>(
+    data: &'s FileData,
+    path: &[u8],
+    source: &'s dyn ContentSource,
+) -> Result<Box<dyn Read + 's>> {
+    let err = |e| Error::Content {
+        path: lossy(path),
+        source: e,
+    };
+    Ok(match data {
+        FileData::Bytes(b) => Box::new(&b[..]),
+        FileData::Path(p) => Box::new(File::open(p).map_err(err)?),
+        FileData::External(key) => source.open(key).map_err(err)?,
+    })
+}
+
+/// One regular file's content on its way to the image.
+struct FileStream<'a> {
+    reader: Box<dyn Read + 'a>,
+    size: u64,
+    path: &'a [u8],
+}
+
+impl FileStream<'_> {
+    /// Streams the content, placing its blocks (all-zero ones become holes
+    /// if `sparse`), and returns the file's mapping.
+    fn write(
+        mut self,
+        w: &mut BlockWriter,
+        plan: &mut Plan,
+        chunk: &mut [u8],
+        sparse: bool,
+    ) -> Result<Mapping> {
+        let bs = BS as usize;
+        let short = || Error::ContentSize {
+            path: lossy(self.path),
+            expected: self.size,
+        };
+        let err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => short(),
+            _ => Error::Content {
+                path: lossy(self.path),
+                source: e,
+            },
+        };
+        let mut map = Mapping::default();
+        let (mut left, mut logical) = (self.size, 0u64);
+        while left > 0 {
+            let want = left.min(chunk.len() as u64) as usize;
+            let blocks = want.div_ceil(bs);
+            self.reader.read_exact(&mut chunk[..want]).map_err(err)?;
+            chunk[want..blocks * bs].fill(0);
+            // Runs of blocks to store: all of them, or the non-zero ones.
+            let mut b = 0;
+            while b < blocks {
+                let keep = |k: usize| !sparse || !is_zero(&chunk[k * bs..(k + 1) * bs]);
+                if !keep(b) {
+                    b += 1;
+                    continue;
                 }
+                let end = (b..blocks).find(|&k| !keep(k)).unwrap_or(blocks);
+                let mut at = b * bs;
+                for (start, len) in plan.place_data(&mut map, logical + b as u64, (end - b) as u64)
+                {
+                    let n = len as usize * bs;
+                    w.write(start, &chunk[at..at + n])?;
+                    at += n;
+                }
+                b = end;
             }
-            let mut probe = [0u8; 1];
-            match reader.read(&mut probe) {
-                Ok(0) => Ok(()),
-                Ok(_) => Err(short()),
-                Err(e) => Err(err(e)),
-            }
+            left -= want as u64;
+            logical += blocks as u64;
         }
-        _ => Ok(()),
+        let mut probe = [0u8; 1];
+        match self.reader.read(&mut probe) {
+            Ok(0) => Ok(map),
+            Ok(_) => Err(short()),
+            Err(e) => Err(err(e)),
+        }
     }
 }
 
@@ -308,7 +370,7 @@ fn write_metadata(
 
     // Block bitmaps from the used runs.
     let mut block_bitmaps = vec![vec![0u8; bs]; groups];
-    for &(start, len) in &plan.used {
+    for (start, len) in plan.used() {
         for b in start..start + len {
             let g = (b / layout::BLOCKS_PER_GROUP) as usize;
             let bit = (b % layout::BLOCKS_PER_GROUP) as usize;

@@ -495,10 +495,30 @@ fn huge_file_uses_an_extent_tree() {
     let source = Pattern { size };
     let min = ext4_writer::min_size(&entries, &opts(0)).unwrap();
     assert!(min > size && min < size + (8 << 20), "{min}");
-    let (path, _) = image("huge", &entries, &source, &opts(min));
-    e2fsck(&path);
+    // Allocated: 128 MiB extents, five or more. Sparse: an extent per marker.
+    for sparse in [false, true] {
+        let mut o = opts(min);
+        o.sparse_files = sparse;
+        let (path, _) = image("huge", &entries, &source, &o);
+        e2fsck(&path);
+        check_huge(&path, size);
+        let Some(stat) = debugfs(&path, "stat /huge") else {
+            continue;
+        };
+        assert!(
+            stat.contains("(ETB0)"),
+            "expected an extent tree block: {stat}"
+        );
+        let blocks = if sparse { 601 + 2 } else { 153_601 + 1 };
+        assert!(
+            stat.contains(&format!("Blockcount: {}\n", blocks * 8)),
+            "{stat}"
+        );
+    }
+}
 
-    let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
+fn check_huge(path: &std::path::Path, size: u64) {
+    let fs = ext4_view::Ext4::load_from_path(path).unwrap();
     assert_eq!(fs.metadata("/huge").unwrap().len(), size);
     assert_eq!(fs.read("/zz-after").unwrap(), b"y");
     let mut f = fs.open("/huge").unwrap();
@@ -519,12 +539,6 @@ fn huge_file_uses_an_extent_tree() {
     f.seek(SeekFrom::Start(size - 100)).unwrap();
     f.read_to_end(&mut tail).unwrap();
     assert_eq!(tail, vec![0; 100]);
-    if let Some(stat) = debugfs(&path, "stat /huge") {
-        assert!(
-            stat.contains("(ETB0)"),
-            "expected an extent tree block: {stat}"
-        );
-    }
 }
 
 /// Over 507 leaf blocks need a second index level (interior nodes).
@@ -612,5 +626,37 @@ fn file_over_4_gib() {
     // (ext4-view seeks block by block, too slow here for a spot read.)
     if let Some(stat) = debugfs(&path, "stat /big") {
         assert!(stat.contains("Size: 4294967297"), "{stat}");
+    }
+}
+
+/// All-zero blocks of files become holes (or stay allocated when asked).
+#[test]
+fn zero_blocks_become_holes() {
+    let mut content = vec![1u8; 4096];
+    content.extend_from_slice(&[0; 8192]);
+    content.extend_from_slice(&[2; 100]);
+    let entries = vec![
+        Entry::file("holey", 0o644, T, FileData::Bytes(content)),
+        Entry::file("zeros", 0o644, T, FileData::Bytes(vec![0; 10_000])),
+    ];
+    for sparse in [true, false] {
+        let mut o = opts(16 << 20);
+        o.sparse_files = sparse;
+        let (path, _) = image("holes", &entries, &NoSource, &o);
+        e2fsck(&path);
+        assert_round_trip(&path, &entries);
+        let Some(stat) = debugfs(&path, "stat /holey") else {
+            return;
+        };
+        let (count, zeros_count) = if sparse { (16, 0) } else { (32, 24) };
+        assert!(stat.contains(&format!("Blockcount: {count}\n")), "{stat}");
+        if sparse {
+            assert!(stat.contains("(0):") && stat.contains(", (3):"), "{stat}");
+        }
+        let stat = debugfs(&path, "stat /zeros").unwrap();
+        assert!(
+            stat.contains(&format!("Blockcount: {zeros_count}\n")),
+            "{stat}"
+        );
     }
 }
