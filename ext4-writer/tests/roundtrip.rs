@@ -219,6 +219,9 @@ fn edge_entries() -> Vec<Entry> {
             bytes(10, 9),
         ),
         Entry::file("links/target", 0o644, T, bytes(3000, 10)),
+        Entry::file(b"names/latin1-\xe9t\xe9".to_vec(), 0o644, T, bytes(3, 13)),
+        Entry::hard_link("links/to-symlink", "slow"),
+        Entry::hard_link("links/to-fifo", "run/initctl"),
     ];
     for i in 0..2000 {
         e.push(Entry::hard_link(format!("links/l{i}"), "links/target"));
@@ -258,6 +261,10 @@ fn edge_cases_round_trip() {
         return;
     };
     assert!(stat.contains("Links: 2001"), "{stat}");
+    for linked in ["/slow", "/run/initctl"] {
+        let stat = debugfs(p, &format!("stat {linked}")).unwrap();
+        assert!(stat.contains("Links: 2 "), "{stat}");
+    }
     let stat = debugfs(p, "stat /dev/null").unwrap();
     assert!(stat.contains("Device major/minor number: 01:03"), "{stat}");
     let stat = debugfs(p, "stat /dev/huge").unwrap();
