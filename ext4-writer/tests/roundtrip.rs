@@ -219,7 +219,7 @@ fn edge_entries() -> Vec<Entry> {
             bytes(10, 9),
         ),
         Entry::file("links/target", 0o644, T, bytes(3000, 10)),
-        Entry::file(b"names/latin1-\xe9t\xe9".to_vec(), 0o644, T, bytes(3, 13)),
+        Entry::file(b"names/latin1-\xe9t\xe9", 0o644, T, bytes(3, 13)),
         Entry::hard_link("links/to-symlink", "slow"),
         Entry::hard_link("links/to-fifo", "run/initctl"),
     ];
