@@ -12,10 +12,12 @@
 //! and the 32768-block extent limit are the only things that split a file
 //! into several extents, apart from holes.
 
+use std::collections::BTreeMap;
+
 use crate::dir::Shape;
 use crate::encode::tree_blocks_needed;
 use crate::tree::{Body, LPF_INO, Tree};
-use crate::xattr;
+use crate::xattr::{self, Xattr};
 use crate::{Error, InodeCount, Options, Result};
 
 /// Block size in bytes (the only one supported).
@@ -156,6 +158,8 @@ pub struct Plan {
     /// Parallel to `Tree::inodes`.
     pub inodes: Vec<InodePlan>,
     pub journal: Option<Mapping>,
+    /// Xattr blocks and how many inodes share each.
+    pub xattr_refs: BTreeMap<u64, u32>,
     /// One past the highest block the layout needs if no file has holes;
     /// beyond `geo.blocks` the tree does not fit.
     pub end: u64,
@@ -362,6 +366,8 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
             inodes[i].dir = Some(shape);
         }
     }
+    let mut shared: BTreeMap<&[Xattr], (u64, u32)> = BTreeMap::new();
+    let mut xattr_refs = BTreeMap::new();
     for (i, ino) in tree.inodes.iter().enumerate() {
         let attrs = &ino.meta.xattrs;
         if !xattr::fits_in_inode(attrs) {
@@ -371,7 +377,15 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
                     reason: "extended attributes exceed one block".into(),
                 });
             }
-            inodes[i].xattr_block = Some(a.take(1)[0].0);
+            // Inodes with identical attributes share a block, as the
+            // kernel does, up to its reference-count limit.
+            let slot = shared.entry(&attrs[..]).or_insert((0, xattr::MAX_REFCOUNT));
+            if slot.1 == xattr::MAX_REFCOUNT {
+                *slot = (a.take(1)[0].0, 0);
+            }
+            slot.1 += 1;
+            inodes[i].xattr_block = Some(slot.0);
+            *xattr_refs.entry(slot.0).or_default() += 1;
         }
         if let Body::Symlink(t) = &ino.body
             && t.len() >= 60
@@ -400,6 +414,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         inode_tables,
         inodes,
         journal,
+        xattr_refs,
         end,
         alloc: a,
     })

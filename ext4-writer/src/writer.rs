@@ -119,6 +119,7 @@ pub fn write(
     let mut w = BlockWriter::new(file, offset);
     let seed = fs_seed(&opts.uuid);
     // What has a place already: directories, slow symlinks, xattr blocks.
+    let mut written = std::collections::BTreeSet::new();
     for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
         let iseed = inode_seed(seed, ino.ino, 0);
         match &ino.body {
@@ -130,9 +131,12 @@ pub fn write(
             Body::Symlink(target) if target.len() >= 60 => write_mapped(&mut w, &p.map, target)?,
             _ => {}
         }
-        if let Some(b) = p.xattr_block {
+        // A shared xattr block is written by the first inode using it.
+        if let Some(b) = p.xattr_block
+            && written.insert(b)
+        {
             let mut buf = vec![0u8; BS as usize];
-            xattr::encode_block(&ino.meta.xattrs, b, seed, &mut buf);
+            xattr::encode_block(&ino.meta.xattrs, b, plan.xattr_refs[&b], seed, &mut buf);
             w.write(b, &buf)?;
         }
     }

@@ -10,7 +10,7 @@ const BLOCK_HEADER: usize = 32;
 const ENTRY_HEADER: usize = 16;
 
 /// One attribute as stored: name index, name without prefix, on-disk value.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Xattr {
     pub index: u8,
     pub name: Vec<u8>,
@@ -160,10 +160,14 @@ pub fn encode_in_inode(attrs: &[Xattr], area: &mut [u8]) {
     encode_entries(attrs, area, 4, 4);
 }
 
-/// Encodes an xattr block stored at block number `block`.
-pub fn encode_block(attrs: &[Xattr], block: u64, fs_seed: u32, buf: &mut [u8]) {
+/// Most inodes that may share one xattr block (the kernel's limit).
+pub const MAX_REFCOUNT: u32 = 1024;
+
+/// Encodes an xattr block stored at block number `block`, shared by
+/// `refcount` inodes.
+pub fn encode_block(attrs: &[Xattr], block: u64, refcount: u32, fs_seed: u32, buf: &mut [u8]) {
     buf[..4].copy_from_slice(&MAGIC.to_le_bytes());
-    buf[4..8].copy_from_slice(&1u32.to_le_bytes()); // refcount
+    buf[4..8].copy_from_slice(&refcount.to_le_bytes());
     buf[8..12].copy_from_slice(&1u32.to_le_bytes()); // blocks
     let hashes = encode_entries(attrs, buf, BLOCK_HEADER, 0);
     buf[12..16].copy_from_slice(&xattr_block_hash(hashes).to_le_bytes());

@@ -667,3 +667,45 @@ fn zero_blocks_become_holes() {
         );
     }
 }
+
+/// Identical xattr sets too big for the inode share a block, at most 1024
+/// inodes per block.
+#[test]
+fn identical_xattr_blocks_are_shared() {
+    let acl = vec![b'a'; 200];
+    let entries: Vec<Entry> = (0..1500)
+        .map(|i| {
+            Entry::file(format!("f{i:04}"), 0o644, T, FileData::Bytes(vec![]))
+                .xattr("user.shared", &acl)
+        })
+        .chain([Entry::file("other", 0o644, T, FileData::Bytes(vec![]))
+            .xattr("user.shared", [b'b'; 200])])
+        .collect();
+    let (path, summary) = image("shared", &entries, &NoSource, &opts(16 << 20));
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+    let Some(first) = debugfs(&path, "stat /f0000") else {
+        return;
+    };
+    let acl_block = |stat: &str| {
+        stat.lines()
+            .find(|l| l.starts_with("File ACL:"))
+            .unwrap()
+            .to_string()
+    };
+    let a = acl_block(&first);
+    assert_eq!(a, acl_block(&debugfs(&path, "stat /f1023").unwrap()));
+    assert_ne!(a, acl_block(&debugfs(&path, "stat /f1024").unwrap()));
+    assert_ne!(a, acl_block(&debugfs(&path, "stat /other").unwrap()));
+    // Three xattr blocks in all, beyond what an xattr-free tree uses.
+    let plain: Vec<Entry> = entries
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.xattrs.clear();
+            e
+        })
+        .collect();
+    let (_, plain_summary) = image("plain", &plain, &NoSource, &opts(16 << 20));
+    assert_eq!(summary.used_blocks, plain_summary.used_blocks + 3);
+}
