@@ -86,17 +86,21 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
 }
 
 /// Binds a listening socket; IPv6 wildcard sockets also accept IPv4 where
-/// the host allows it.
+/// the host allows it, and fall back to IPv4 on hosts without IPv6.
 pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
+        Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
+            tracing::warn!("no IPv6 ({e}); listening on IPv4 only");
+            return bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port()));
+        }
+        r => r?,
+    };
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
-    socket
-        .bind(&addr.into())
-        .with_context(|| format!("bind {addr}"))?;
+    socket.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())

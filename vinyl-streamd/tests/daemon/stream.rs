@@ -316,3 +316,74 @@ fn bad_config_names_the_key_and_exits_nonzero() {
     assert_eq!(effective.http.name, "Den");
     assert_eq!(effective.encoder.bitrate_kbps, 96);
 }
+
+#[test]
+fn missing_alsa_device_streams_silence_until_it_appears() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let d = Daemon::start(&[
+        "--source",
+        "alsa",
+        "--device",
+        "no-such-card-here",
+        "--retry-ms",
+        "200",
+    ]);
+    let status = d.status();
+    assert_eq!(status["state"], "no-device");
+    assert!(status["device"].is_null());
+    let bytes = record(d.addr, Duration::from_secs(2));
+    check_single_stream(&bytes);
+    let pcm = decode_bytes(bytes);
+    assert!(
+        pcm.len() as f64 / 2.0 / 48_000.0 > 1.5,
+        "silence is streamed in real time"
+    );
+    assert!(rms_db(&pcm) < -80.0);
+    assert!(
+        d.log()
+            .iter()
+            .any(|l| l.contains("source unavailable") && l.contains("no-such-card-here"))
+    );
+    assert_eq!(d.metric("vinyl_source_up"), 0.0);
+}
+
+#[test]
+fn wav_file_24bit_44k1_is_streamed_in_a_loop() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tone.wav");
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 24,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&path, spec).unwrap();
+    // One second of a -12 dBFS 1 kHz tone: 1000 whole cycles, so it loops seamlessly.
+    for i in 0..44_100 {
+        let s = (0.251 * 8_388_607.0 * (i as f64 * std::f64::consts::TAU * 1000.0 / 44_100.0).sin())
+            as i32;
+        w.write_sample(s).unwrap();
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    let d = Daemon::start(&["--source", "file", "--path", path.to_str().unwrap()]);
+    assert_eq!(d.status()["format"], "S24_3LE 44100 Hz 2ch");
+    let pcm = ffmpeg_decode(
+        &["-i", &d.url("/stream.opus"), "-t", "3"],
+        None,
+        Duration::from_secs(15),
+    );
+    assert!(
+        pcm.len() >= 2 * 48_000 * 29 / 10,
+        "only {} samples",
+        pcm.len()
+    );
+    // Spans the loop point at 1 s of file time.
+    assert_tone(&left(&pcm[2 * 48_000..2 * 96_000]), -12.0, "looped WAV");
+    assert_eq!(d.status()["state"], "playing");
+}
