@@ -118,28 +118,7 @@ pub fn write(
     }
     let mut w = BlockWriter::new(file, offset);
     let seed = fs_seed(&opts.uuid);
-    // What has a place already: directories, slow symlinks, xattr blocks.
-    let mut written = std::collections::BTreeSet::new();
-    for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
-        let iseed = inode_seed(seed, ino.ino, 0);
-        match &ino.body {
-            Body::Dir { parent, children } => {
-                let shape = p.dir.as_ref().expect("directories have a shape");
-                let data = shape.encode(ino.ino, *parent, children, iseed);
-                write_mapped(&mut w, &p.map, &data)?;
-            }
-            Body::Symlink(target) if target.len() >= 60 => write_mapped(&mut w, &p.map, target)?,
-            _ => {}
-        }
-        // A shared xattr block is written by the first inode using it.
-        if let Some(b) = p.xattr_block
-            && written.insert(b)
-        {
-            let mut buf = vec![0u8; BS as usize];
-            xattr::encode_block(&ino.meta.xattrs, b, plan.xattr_refs[&b], seed, &mut buf);
-            w.write(b, &buf)?;
-        }
-    }
+    write_placed(&mut w, &tree, &plan, seed)?;
     // File data, placed in inode order as it streams.
     let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
     for (i, ino) in tree.inodes.iter().enumerate() {
@@ -150,8 +129,7 @@ pub fn write(
                 size: *size,
                 path,
             };
-            let map = file.write(&mut w, &mut plan, &mut chunk, opts.sparse_files)?;
-            plan.inodes[i].map = map;
+            plan.inodes[i].map = file.write(&mut w, &mut plan, &mut chunk, opts.sparse_files)?;
         }
     }
     plan.place_trees();
@@ -164,20 +142,15 @@ pub fn write(
             available: opts.size,
         });
     }
-    let mut trees = Vec::with_capacity(tree.inodes.len());
-    for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
-        let (i_block, blocks) = encode::extent_tree(&p.map, inode_seed(seed, ino.ino, 0));
-        for (b, data) in blocks {
-            w.write(b, &data)?;
-        }
-        trees.push(i_block);
-    }
+    let trees = tree
+        .inodes
+        .iter()
+        .zip(&plan.inodes)
+        .map(|(ino, p)| write_extent_tree(&mut w, &p.map, inode_seed(seed, ino.ino, 0)))
+        .collect::<Result<Vec<_>>>()?;
     let journal = match &plan.journal {
         Some(m) => {
-            let (i_block, blocks) = encode::extent_tree(m, inode_seed(seed, JOURNAL_INO, 0));
-            for (b, data) in blocks {
-                w.write(b, &data)?;
-            }
+            let i_block = write_extent_tree(&mut w, m, inode_seed(seed, JOURNAL_INO, 0))?;
             let n = opts.journal_blocks.unwrap_or_default();
             w.write(
                 m.extents[0].start,
@@ -190,6 +163,41 @@ pub fn write(
     let summary = write_metadata(&mut w, &tree, &plan, &trees, journal, seed, opts)?;
     w.flush()?;
     Ok(summary)
+}
+
+/// Writes what the plan placed up front: directories, slow symlinks and
+/// xattr blocks.
+fn write_placed(w: &mut BlockWriter, tree: &Tree, plan: &Plan, seed: u32) -> Result<()> {
+    let mut written = std::collections::BTreeSet::new();
+    for (ino, p) in tree.inodes.iter().zip(&plan.inodes) {
+        let iseed = inode_seed(seed, ino.ino, 0);
+        match &ino.body {
+            Body::Dir { parent, children } => {
+                let shape = p.dir.as_ref().expect("directories have a shape");
+                write_mapped(w, &p.map, &shape.encode(ino.ino, *parent, children, iseed))?;
+            }
+            Body::Symlink(target) if target.len() >= 60 => write_mapped(w, &p.map, target)?,
+            _ => {}
+        }
+        // A shared xattr block is written by the first inode using it.
+        if let Some(b) = p.xattr_block
+            && written.insert(b)
+        {
+            let mut buf = vec![0u8; BS as usize];
+            xattr::encode_block(&ino.meta.xattrs, b, plan.xattr_refs[&b], seed, &mut buf);
+            w.write(b, &buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the blocks of a mapping's extent tree; returns the inode's i_block.
+fn write_extent_tree(w: &mut BlockWriter, map: &Mapping, inode_seed: u32) -> Result<[u8; 60]> {
+    let (i_block, blocks) = encode::extent_tree(map, inode_seed);
+    for (b, data) in blocks {
+        w.write(b, &data)?;
+    }
+    Ok(i_block)
 }
 
 /// Blocks of file content read at a time.
