@@ -333,11 +333,19 @@ fn err_string(size: u64, entries: &[Entry]) -> String {
 #[test]
 fn output_is_deterministic_and_offset_independent() {
     let entries = generated_tree(3, 20, 200);
-    let o = opts(32 << 20);
+    let mut o = opts(32 << 20);
+    o.journal_blocks = Some(1024);
     let (a, _) = image("det-a", &entries, &NoSource, &o);
     let (b, _) = image("det-b", &entries, &NoSource, &o);
     let a = std::fs::read(&*a).unwrap();
     assert!(a == std::fs::read(&*b).unwrap(), "two runs differ");
+    // The order of the entry list does not matter either.
+    let reversed: Vec<Entry> = entries.iter().rev().cloned().collect();
+    let (c, _) = image("det-c", &reversed, &NoSource, &o);
+    assert!(
+        a == std::fs::read(&*c).unwrap(),
+        "entry order changed the image"
+    );
 
     // The same filesystem placed 1 MiB into a larger file.
     let path = temp_path("offset");
