@@ -68,24 +68,41 @@ pub fn min_size(entries: &[Entry], opts: &Options) -> Result<u64> {
 }
 
 fn min_size_of(tree: &Tree, opts: &Options) -> Result<u64> {
-    let mut blocks = 64;
-    // Each round lays the tree out and grows to what that layout needed;
-    // more groups mean a little more metadata, so this settles in a few rounds.
-    for _ in 0..1000 {
-        match geometry(tree, opts, blocks)? {
-            None => blocks += blocks / 2,
+    // Whether a filesystem of `blocks` fits the tree: its real size (a too
+    // short last group is dropped) and where its layout ends.
+    let fit = |blocks: u64| -> Result<Option<(u64, u64)>> {
+        Ok(match geometry(tree, opts, blocks)? {
+            None => None,
             Some(geo) => {
                 let plan = layout::plan(tree, opts, geo)?;
-                if plan.end <= plan.geo.blocks {
-                    return Ok(plan.geo.blocks * BS);
-                }
-                blocks = plan.end.max(blocks + 1);
+                Some((plan.geo.blocks, plan.end))
             }
+        })
+    };
+    // Grow to what each layout needed until one fits; more groups mean a
+    // little more metadata, so this settles in a few rounds...
+    let mut blocks = 64;
+    let (mut best, mut end) = loop {
+        match fit(blocks)? {
+            Some((size, end)) if end <= size => break (size, end),
+            Some((_, end)) => blocks = end.max(blocks + 1),
+            None => blocks += blocks / 2,
+        }
+        if blocks > u64::MAX / BS / 2 {
+            return Err(Error::InvalidOption(
+                "no filesystem size fits this tree".into(),
+            ));
+        }
+    };
+    // ...then shrink to where the fitting layout ends, as long as that
+    // still fits (fewer groups may need less metadata).
+    while end < best {
+        match fit(end)? {
+            Some((size, e)) if e <= size && size < best => (best, end) = (size, e),
+            _ => break,
         }
     }
-    Err(Error::InvalidOption(
-        "no filesystem size fits this tree".into(),
-    ))
+    Ok(best * BS)
 }
 
 /// Writes the filesystem for `entries` into `file` starting at byte

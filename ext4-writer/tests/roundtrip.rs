@@ -717,3 +717,56 @@ fn identical_xattr_blocks_are_shared() {
     let (_, plain_summary) = image("plain", &plain, &NoSource, &opts(16 << 20));
     assert_eq!(summary.used_blocks, plain_summary.used_blocks + 3);
 }
+
+/// Many small variations, each at exactly its minimum size (a full
+/// filesystem, often with a short last group): e2fsck and a round trip.
+#[test]
+fn random_trees_at_minimum_size() {
+    for seed in 1..=12u64 {
+        let mut rng = Rng(seed * 7919);
+        let entries = generated_tree(seed, 1 + rng.below(60) as usize, rng.below(400) as usize);
+        let mut o = opts(0);
+        o.sparse_files = rng.below(2) == 0;
+        if rng.below(3) == 0 {
+            o.journal_blocks = Some(1024 + rng.below(3000) as u32);
+        }
+        o.inodes = match rng.below(3) {
+            0 => ext4_writer::InodeCount::Auto,
+            1 => ext4_writer::InodeCount::BytesPerInode(4096 << rng.below(4)),
+            _ => ext4_writer::InodeCount::Count(600 + rng.below(5000) as u32),
+        };
+        // Some trees get a big file so the filesystem spans several groups.
+        let mut entries = entries;
+        if rng.below(2) == 0 {
+            let size = rng.below(300 << 20);
+            let data = FileData::External("pattern".into());
+            entries.push(Entry::new("big", Kind::File { size, data }, 0o644, T));
+        }
+        let source = Pattern {
+            size: entries
+                .iter()
+                .find_map(|e| match &e.kind {
+                    Kind::File {
+                        size,
+                        data: FileData::External(_),
+                    } => Some(*size),
+                    _ => None,
+                })
+                .unwrap_or(0),
+        };
+        let min = ext4_writer::min_size(&entries, &o).unwrap();
+        o.size = min;
+        let (path, _) = image("random", &entries, &source, &o);
+        e2fsck(&path);
+        assert_round_trip(&path, &entries);
+        o.size = min - 4096;
+        let path = temp_path("random-small");
+        let file = std::fs::File::create(&*path).unwrap();
+        file.set_len(o.size).unwrap();
+        let err = ext4_writer::write(&file, 0, &entries, &source, &o).unwrap_err();
+        assert!(
+            matches!(err, Error::TooSmall { needed, .. } if needed == min),
+            "seed {seed}: {err}"
+        );
+    }
+}
