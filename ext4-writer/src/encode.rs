@@ -20,6 +20,7 @@ fn put32be(b: &mut [u8], off: usize, v: u32) {
 pub mod feature {
     pub const COMPAT_HAS_JOURNAL: u32 = 0x4;
     pub const COMPAT_EXT_ATTR: u32 = 0x8;
+    pub const COMPAT_RESIZE_INODE: u32 = 0x10;
     pub const COMPAT_DIR_INDEX: u32 = 0x20;
     pub const INCOMPAT_FILETYPE: u32 = 0x2;
     pub const INCOMPAT_EXTENTS: u32 = 0x40;
@@ -60,6 +61,8 @@ pub struct SuperInfo<'a> {
     pub label: &'a [u8],
     /// The journal inode's i_block and size, if there is a journal.
     pub journal: Option<([u8; 60], u64)>,
+    /// Descriptor blocks reserved for growth (with a resize inode).
+    pub reserved_gdt: u16,
 }
 
 /// Encodes the 1024-byte superblock as stored in group `group`.
@@ -94,7 +97,16 @@ pub fn superblock(s: &SuperInfo, group: u32) -> [u8; 1024] {
     } else {
         0
     };
-    put32(&mut b, 0x5C, journal | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX);
+    let resize = if s.reserved_gdt > 0 {
+        COMPAT_RESIZE_INODE
+    } else {
+        0
+    };
+    put32(
+        &mut b,
+        0x5C,
+        journal | resize | COMPAT_EXT_ATTR | COMPAT_DIR_INDEX,
+    );
     put32(
         &mut b,
         0x60,
@@ -112,6 +124,7 @@ pub fn superblock(s: &SuperInfo, group: u32) -> [u8; 1024] {
     );
     b[0x68..0x78].copy_from_slice(&s.uuid);
     b[0x78..0x78 + s.label.len()].copy_from_slice(s.label);
+    put16(&mut b, 0xCE, s.reserved_gdt);
     for (i, w) in s.hash_seed.chunks(4).enumerate() {
         b[0xEC + 4 * i..0xF0 + 4 * i].copy_from_slice(w);
     }

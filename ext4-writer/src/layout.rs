@@ -39,6 +39,8 @@ pub struct Geometry {
     pub inodes_per_group: u32,
     pub itable_blocks: u64,
     pub gdt_blocks: u64,
+    /// Descriptor blocks reserved for online growth (resize_inode).
+    pub reserved_gdt: u64,
 }
 
 fn is_power_of(mut n: u32, base: u32) -> bool {
@@ -54,17 +56,27 @@ pub fn has_super(group: u32) -> bool {
 }
 
 impl Geometry {
-    /// Groups for `blocks` blocks holding at least `inodes` inodes; `None` if
-    /// that is impossible (too small, or too many inodes per group).
-    pub fn new(blocks: u64, inodes: u64) -> Option<Geometry> {
+    /// Groups for `blocks` blocks holding at least `inodes` inodes, with
+    /// descriptor blocks reserved for growing online to `grow_to` blocks;
+    /// `None` if that is impossible (too small, or too many inodes per group).
+    pub fn new(blocks: u64, inodes: u64, grow_to: Option<u64>) -> Option<Geometry> {
         let mut blocks = blocks;
         let mut groups = blocks.div_ceil(BLOCKS_PER_GROUP);
         let gdt = |groups: u64| (groups * DESC_SIZE).div_ceil(BS);
+        // The resize inode maps blocks with 32-bit numbers and one indirect
+        // block per reserved descriptor block: at most 1024 of them.
+        let reserved = |groups: u64| match grow_to {
+            Some(max) => {
+                let max_groups = max.min(u32::MAX as u64).div_ceil(BLOCKS_PER_GROUP);
+                gdt(max_groups).saturating_sub(gdt(groups)).min(BS / 4)
+            }
+            None => 0,
+        };
         // A last group too short for its own backup superblock is dropped.
         if groups > 1 {
             let last = groups - 1;
             let backup = if has_super(last as u32) {
-                1 + gdt(groups)
+                1 + gdt(groups) + reserved(groups)
             } else {
                 0
             };
@@ -87,6 +99,7 @@ impl Geometry {
             inodes_per_group: ipg as u32,
             itable_blocks: ipg * INODE_SIZE / BS,
             gdt_blocks: gdt(groups),
+            reserved_gdt: reserved(groups),
         })
     }
 
@@ -100,10 +113,11 @@ impl Geometry {
         (self.blocks - self.group_start(group)).min(BLOCKS_PER_GROUP)
     }
 
-    /// Blocks at the start of `group` taken by a superblock and descriptor copy.
+    /// Blocks at the start of `group` taken by a superblock and descriptor
+    /// copy (including reserved descriptor blocks).
     pub fn backup_len(&self, group: u32) -> u64 {
         if has_super(group) {
-            1 + self.gdt_blocks
+            1 + self.gdt_blocks + self.reserved_gdt
         } else {
             0
         }
@@ -160,6 +174,9 @@ pub struct Plan {
     pub journal: Option<Mapping>,
     /// Xattr blocks and how many inodes share each.
     pub xattr_refs: BTreeMap<u64, u32>,
+    /// The resize inode's doubly-indirect block, if descriptor blocks are
+    /// reserved for growth.
+    pub resize_dind: Option<u64>,
     /// One past the highest block the layout needs if no file has holes;
     /// beyond `geo.blocks` the tree does not fit.
     pub end: u64,
@@ -238,18 +255,16 @@ impl Mapping {
 /// continues) so that a failed plan still tells how much room it needed.
 #[derive(Clone, Debug)]
 struct Alloc {
-    gdt_blocks: u64,
+    /// Superblock and (reserved) descriptor blocks at the start of a group
+    /// with a backup.
+    backup: u64,
     next: u64,
     used: Vec<(u64, u64)>,
 }
 
 impl Alloc {
     fn backup_len(&self, group: u32) -> u64 {
-        if has_super(group) {
-            1 + self.gdt_blocks
-        } else {
-            0
-        }
+        if has_super(group) { self.backup } else { 0 }
     }
 
     fn skip_backup(&self, b: u64) -> u64 {
@@ -338,7 +353,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         ));
     }
     let mut a = Alloc {
-        gdt_blocks: geo.gdt_blocks,
+        backup: geo.backup_len(0),
         next: 0,
         used: Vec::new(),
     };
@@ -351,6 +366,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
     let inode_tables = (0..groups)
         .map(|_| a.take_contiguous(geo.itable_blocks))
         .collect();
+    let resize_dind = (geo.reserved_gdt > 0).then(|| a.take(1)[0].0);
     let journal = opts.journal_blocks.map(|n| a.mapping(n as u64));
 
     let mut inodes = vec![InodePlan::default(); tree.inodes.len()];
@@ -415,6 +431,7 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         inodes,
         journal,
         xattr_refs,
+        resize_dind,
         end,
         alloc: a,
     })
@@ -432,19 +449,19 @@ mod tests {
 
     #[test]
     fn geometry_drops_tiny_last_group() {
-        let g = Geometry::new(BLOCKS_PER_GROUP + 1, 1000).unwrap();
+        let g = Geometry::new(BLOCKS_PER_GROUP + 1, 1000, None).unwrap();
         assert_eq!(g.groups, 1);
         assert_eq!(g.blocks, BLOCKS_PER_GROUP);
-        let g = Geometry::new(2 * BLOCKS_PER_GROUP + 1, 1000).unwrap();
+        let g = Geometry::new(2 * BLOCKS_PER_GROUP + 1, 1000, None).unwrap();
         assert_eq!(g.groups, 3); // group 2 has no backup
         assert_eq!(g.inodes_per_group % 16, 0);
     }
 
     #[test]
     fn allocation_skips_backups() {
-        let geo = Geometry::new(4 * BLOCKS_PER_GROUP, 64).unwrap();
+        let geo = Geometry::new(4 * BLOCKS_PER_GROUP, 64, None).unwrap();
         let mut a = Alloc {
-            gdt_blocks: geo.gdt_blocks,
+            backup: geo.backup_len(0),
             next: BLOCKS_PER_GROUP - 10,
             used: Vec::new(),
         };

@@ -236,6 +236,10 @@ pub struct Options {
     pub reserved_blocks: u64,
     /// Size of an internal jbd2 journal in blocks, or `None` for no journal.
     pub journal_blocks: Option<u32>,
+    /// Reserve group-descriptor blocks (the `resize_inode` feature, as mke2fs
+    /// does) so that the mounted filesystem can grow online up to this many
+    /// bytes without converting to `meta_bg`. `None`: no reservation.
+    pub grow_to: Option<u64>,
     /// Leave all-zero blocks of regular files unallocated (holes), so they
     /// take no space in the filesystem either. Sizes are still checked
     /// as if there were no holes.
@@ -257,6 +261,7 @@ impl Options {
             inodes: InodeCount::Auto,
             reserved_blocks: 0,
             journal_blocks: None,
+            grow_to: None,
             sparse_files: true,
         }
     }

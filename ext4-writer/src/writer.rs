@@ -27,6 +27,7 @@ pub struct Summary {
     pub block_size: u32,
 }
 
+const RESIZE_INO: u32 = 7;
 const JOURNAL_INO: u32 = 8;
 const MIN_JOURNAL_BLOCKS: u32 = 1024;
 
@@ -52,7 +53,7 @@ fn check_options(opts: &Options) -> Result<()> {
 
 fn geometry(tree: &Tree, opts: &Options, blocks: u64) -> Result<Option<Geometry>> {
     let inodes = layout::inode_target(tree, opts, blocks)?;
-    Ok(Geometry::new(blocks, inodes))
+    Ok(Geometry::new(blocks, inodes, opts.grow_to.map(|b| b / BS)))
 }
 
 /// Smallest filesystem size in bytes that holds `entries` with `opts`
@@ -358,6 +359,9 @@ fn write_metadata(
         };
         inodes.put(JOURNAL_INO, &info, false, seed);
     }
+    if let Some(info) = write_resize_inode(w, plan, opts)? {
+        inodes.put(RESIZE_INO, &info, false, seed);
+    }
     for ((ino, p), i_block) in tree.inodes.iter().zip(&plan.inodes).zip(trees) {
         let m = &ino.meta;
         let (size, flags, i_block) = match &ino.body {
@@ -449,6 +453,7 @@ fn write_metadata(
         hash_seed: opts.hash_seed,
         label: opts.label.as_bytes(),
         journal,
+        reserved_gdt: geo.reserved_gdt as u16,
     };
     for g in (0..geo.groups).filter(|&g| layout::has_super(g)) {
         let start = geo.group_start(g);
@@ -467,6 +472,54 @@ fn write_metadata(
         used_inodes: geo.inodes() - free_inodes as u32,
         block_size: BS as u32,
     })
+}
+
+/// The resize inode maps the reserved descriptor blocks, old-style: its
+/// doubly-indirect block lists the primary reserved blocks, and each of those
+/// (read as an indirect block) lists its copies in the backup groups.
+/// Writes those two kinds of block and returns the inode.
+fn write_resize_inode(
+    w: &mut BlockWriter,
+    plan: &Plan,
+    opts: &Options,
+) -> Result<Option<InodeInfo<'static>>> {
+    let Some(dind) = plan.resize_dind else {
+        return Ok(None);
+    };
+    let geo = &plan.geo;
+    let per_block = BS / 4;
+    let backups: Vec<u64> = (1..geo.groups)
+        .filter(|&g| layout::has_super(g))
+        .map(|g| geo.group_start(g))
+        .collect();
+    let mut dind_buf = vec![0u8; BS as usize];
+    for j in 0..geo.reserved_gdt {
+        let primary = 1 + geo.gdt_blocks + j;
+        let slot = ((geo.gdt_blocks + j) % per_block) as usize * 4;
+        dind_buf[slot..slot + 4].copy_from_slice(&(primary as u32).to_le_bytes());
+        let list: Vec<u8> = backups
+            .iter()
+            .flat_map(|start| ((start + primary) as u32).to_le_bytes())
+            .collect();
+        w.write(primary, &list)?;
+    }
+    w.write(dind, &dind_buf)?;
+    let mut i_block = [0u8; 60];
+    i_block[13 * 4..14 * 4].copy_from_slice(&(dind as u32).to_le_bytes());
+    Ok(Some(InodeInfo {
+        mode: 0o100600,
+        uid: 0,
+        gid: 0,
+        // What mke2fs records: the largest offset a doubly-indirect map reaches.
+        size: (per_block * per_block + per_block + 12) * BS,
+        links: 1,
+        blocks: 1 + geo.reserved_gdt * (1 + backups.len() as u64),
+        flags: 0,
+        i_block,
+        xattr_block: 0,
+        time: opts.timestamp,
+        inline_xattrs: &[],
+    }))
 }
 
 /// Per-group inode tables, bitmaps and counts, filled inode by inode.

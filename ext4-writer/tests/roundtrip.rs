@@ -770,3 +770,43 @@ fn random_trees_at_minimum_size() {
         );
     }
 }
+
+/// With `grow_to`, descriptor blocks are reserved and mapped by the resize
+/// inode, as mke2fs does, for online growth without meta_bg.
+#[test]
+fn reserved_gdt_blocks_for_growth() {
+    let entries = generated_tree(11, 10, 60);
+    for (size, grow_to) in [(64u64 << 20, 64u64 << 30), (1 << 30, 100 << 30)] {
+        let mut o = opts(size);
+        o.grow_to = Some(grow_to);
+        o.journal_blocks = Some(1024);
+        let (path, _) = image("resize-inode", &entries, &NoSource, &o);
+        e2fsck(&path);
+        assert_round_trip(&path, &entries);
+        let Some(stats) = debugfs(&path, "stats") else {
+            return;
+        };
+        assert!(stats.contains("resize_inode"), "{stats}");
+        let reserved = (grow_to / 4096).div_ceil(32768).div_ceil(64)
+            - (size / 4096).div_ceil(32768).div_ceil(64);
+        assert!(
+            stats.contains(&format!("Reserved GDT blocks:      {reserved}\n")),
+            "{stats}"
+        );
+        // Grown offline through the reserved blocks, it still checks clean.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&*path)
+            .unwrap()
+            .set_len(20 << 30)
+            .unwrap();
+        if let Ok(out) = std::process::Command::new("resize2fs").arg(&*path).output() {
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            e2fsck(&path);
+        }
+    }
+}
