@@ -730,6 +730,9 @@ fn random_trees_at_minimum_size() {
         if rng.below(3) == 0 {
             o.journal_blocks = Some(1024 + rng.below(3000) as u32);
         }
+        if rng.below(3) == 0 {
+            o.grow_to = Some(rng.below(200) << 30);
+        }
         o.inodes = match rng.below(3) {
             0 => ext4_writer::InodeCount::Auto,
             1 => ext4_writer::InodeCount::BytesPerInode(4096 << rng.below(4)),
