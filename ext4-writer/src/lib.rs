@@ -2,10 +2,16 @@
 //!
 //! No `mke2fs`, no loop device, no mount and no root privileges: the caller
 //! describes every entry (path, kind, owner, mode, mtime, xattrs) and where
-//! its content comes from; [`write`] lays out and encodes the filesystem into
+//! its content comes from; [`write()`] lays out and encodes the filesystem into
 //! a [`std::fs::File`] at a byte offset, writing only non-zero blocks.
 //!
-//! The same entries and [`Options`] always give byte-identical output.
+//! The same entries and [`Options`] always give byte-identical output,
+//! whatever the order of the entry list. [`min_size`] tells how big the
+//! filesystem must be; [`write()`] fails with [`Error::TooSmall`] otherwise.
+//!
+//! The result uses extents, hashed directories, metadata checksums and
+//! (optionally) a journal and reserved descriptor blocks for online growth;
+//! e2fsck accepts it as is. See the crate's README for the layout.
 //!
 //! ```no_run
 //! use ext4_writer::{Entry, FileData, NoSource, Options, Timestamp};
