@@ -257,6 +257,7 @@ fn stream(app: &Arc<App>, conn: &Arc<Conn>, peer: SocketAddr, head: bool) -> Res
                         Some(Ok(Frame::data(page)))
                     }
                     Err(BroadcastStreamRecvError::Lagged(n)) => {
+                        conn.streaming.store(false, Ordering::Relaxed);
                         app.status.dropped.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(%peer, "dropping listener: {n} pages behind");
                         None

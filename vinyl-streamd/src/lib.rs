@@ -92,7 +92,10 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     let socket = match Socket::new(Domain::for_address(addr), Type::STREAM, None) {
         Err(e) if addr.is_ipv6() && addr.ip().is_unspecified() => {
             tracing::warn!("no IPv6 ({e}); listening on IPv4 only");
-            return bind(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port()));
+            return bind(SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                addr.port(),
+            ));
         }
         r => r?,
     };
@@ -100,7 +103,9 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
-    socket.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("bind {addr}"))?;
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())

@@ -131,11 +131,13 @@ impl Source for AlsaSource {
         let fb = self.format.frame_bytes();
         loop {
             // A device that stops delivering without an error is as good as gone.
-            if !self.pcm.wait(Some(2000))? {
-                bail!("{}: no audio for 2 s", self.device);
-            }
-            match self.pcm.io_bytes().readi(buf) {
-                Ok(frames) => return Ok(frames * fb),
+            let read = self.pcm.wait(Some(2000)).and_then(|ready| match ready {
+                true => self.pcm.io_bytes().readi(buf).map(Some),
+                false => Ok(None),
+            });
+            match read {
+                Ok(Some(frames)) => return Ok(frames * fb),
+                Ok(None) => bail!("{}: no audio for 2 s", self.device),
                 Err(e) if e.errno() == EPIPE || e.errno() == ESTRPIPE => {
                     // Overrun (or suspend): count it, recover, keep capturing.
                     self.xruns.fetch_add(1, Ordering::Relaxed);
