@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ext4_writer::{ContentSource, Entry, FileData, Kind, Options, Timestamp};
+use ext4_writer::{ContentSource, Entry, Options, Timestamp};
 
 /// Stands in for the builder's blob store: content streamed by key.
 struct Store(Vec<Vec<u8>>);
@@ -66,15 +66,12 @@ fn main() {
             })
             .collect();
         blobs.push(blob);
-        let data = FileData::External(i.to_string());
-        entries.push(Entry::new(
+        entries.push(Entry::external(
             format!("{dir}/file{i}.so"),
-            Kind::File {
-                size: size as u64,
-                data,
-            },
             0o644,
             t,
+            size as u64,
+            i.to_string(),
         ));
     }
     let store = Store(blobs);

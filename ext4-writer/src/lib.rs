@@ -173,12 +173,39 @@ impl Entry {
     }
 
     /// A regular file owned by root; for [`FileData::Bytes`] the size is the
-    /// length of the bytes, otherwise set it with [`Kind::File`] directly.
+    /// length of the bytes. Other content needs its size: use
+    /// [`Entry::external`] or [`Entry::host_file`].
     pub fn file(path: impl AsRef<[u8]>, mode: u16, mtime: Timestamp, data: FileData) -> Self {
         let size = match &data {
             FileData::Bytes(b) => b.len() as u64,
             _ => 0,
         };
+        Self::new(path, Kind::File { size, data }, mode, mtime)
+    }
+
+    /// A regular file of `size` bytes owned by root, whose content the
+    /// [`ContentSource`] streams under `key`.
+    pub fn external(
+        path: impl AsRef<[u8]>,
+        mode: u16,
+        mtime: Timestamp,
+        size: u64,
+        key: impl Into<String>,
+    ) -> Self {
+        let data = FileData::External(key.into());
+        Self::new(path, Kind::File { size, data }, mode, mtime)
+    }
+
+    /// A regular file of `size` bytes owned by root, read from a host file
+    /// at write time (only its bytes are used).
+    pub fn host_file(
+        path: impl AsRef<[u8]>,
+        mode: u16,
+        mtime: Timestamp,
+        size: u64,
+        host: impl Into<PathBuf>,
+    ) -> Self {
+        let data = FileData::Path(host.into());
         Self::new(path, Kind::File { size, data }, mode, mtime)
     }
 

@@ -813,3 +813,29 @@ fn reserved_gdt_blocks_for_growth() {
         }
     }
 }
+
+#[test]
+fn content_from_host_files_and_a_source() {
+    let host = temp_path("host-content");
+    std::fs::write(&*host, b"from the host\n").unwrap();
+    struct Store;
+    impl ext4_writer::ContentSource for Store {
+        fn open(&self, key: &str) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+            Ok(Box::new(std::io::Cursor::new(
+                format!("blob {key}").into_bytes(),
+            )))
+        }
+    }
+    let entries = vec![
+        Entry::host_file("etc/motd", 0o644, T, 14, &*host.0),
+        Entry::external("usr/share/a", 0o644, T, 8, "abc"),
+        Entry::external("usr/share/b", 0o600, T, 9, "wxyz").owner(5, 6),
+    ];
+    let (path, _) = image("sources", &entries, &Store, &opts(16 << 20));
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+    let fs = ext4_view::Ext4::load_from_path(&*path).unwrap();
+    assert_eq!(fs.read("/etc/motd").unwrap(), b"from the host\n");
+    assert_eq!(fs.read("/usr/share/a").unwrap(), b"blob abc");
+    assert_eq!(fs.read("/usr/share/b").unwrap(), b"blob wxyz");
+}
