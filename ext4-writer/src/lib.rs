@@ -273,6 +273,11 @@ pub struct Options {
     /// does) so that the mounted filesystem can grow online up to this many
     /// bytes without converting to `meta_bg`. `None`: no reservation.
     pub grow_to: Option<u64>,
+    /// The output region already reads as zeros (a new file sized with
+    /// `set_len`, or a hole), so all-zero blocks need not be written and the
+    /// image stays sparse. Set to `false` when writing over old data: every
+    /// block that must be zero is then written (default `true`).
+    pub assume_zeroed: bool,
     /// Leave all-zero blocks of regular files unallocated (holes), so they
     /// take no space in the filesystem either. Sizes are still checked
     /// as if there were no holes.
@@ -282,7 +287,8 @@ pub struct Options {
 impl Options {
     /// Defaults: 4 KiB blocks, zero hash seed (the kernel then uses its
     /// default seed), empty label, timestamp 0, automatic inode count, no
-    /// reserved blocks, no journal, sparse files.
+    /// reserved blocks, no journal, no growth reservation, a zeroed target,
+    /// sparse files.
     pub fn new(size: u64, uuid: [u8; 16]) -> Self {
         Options {
             size,
@@ -295,6 +301,7 @@ impl Options {
             reserved_blocks: 0,
             journal_blocks: None,
             grow_to: None,
+            assume_zeroed: true,
             sparse_files: true,
         }
     }

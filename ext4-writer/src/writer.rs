@@ -109,9 +109,10 @@ fn min_size_of(tree: &Tree, opts: &Options) -> Result<u64> {
 /// Writes the filesystem for `entries` into `file` starting at byte
 /// `offset`, `opts.size` bytes long.
 ///
-/// The region must read as zeros beforehand (a fresh file sized with
-/// `set_len`): all-zero blocks, including unused inode-table space, are never
-/// written. Content of [`FileData::External`] files comes from `source`.
+/// With `opts.assume_zeroed` (the default) the region must read as zeros
+/// beforehand, as a fresh file sized with `set_len` does: all-zero blocks,
+/// including unused inode-table space, are then never written. Content of
+/// [`FileData::External`] files comes from `source`.
 pub fn write(
     file: &File,
     offset: u64,
@@ -134,7 +135,7 @@ pub fn write(
     if plan.end > plan.geo.blocks {
         return Err(too_small()?);
     }
-    let mut w = BlockWriter::new(file, offset);
+    let mut w = BlockWriter::new(file, offset, opts.assume_zeroed);
     let seed = fs_seed(&opts.uuid);
     write_placed(&mut w, &tree, &plan, seed)?;
     // File data, placed in inode order as it streams.
@@ -170,6 +171,13 @@ pub fn write(
         Some(m) => {
             let i_block = write_extent_tree(&mut w, m, inode_seed(seed, JOURNAL_INO, 0))?;
             let n = opts.journal_blocks.unwrap_or_default();
+            if !opts.assume_zeroed {
+                // An old log left in place would do no harm while s_start
+                // is 0, but clear it anyway.
+                for e in &m.extents {
+                    w.write(e.start, &vec![0; e.len as usize * BS as usize])?;
+                }
+            }
             w.write(
                 m.extents[0].start,
                 &encode::journal_superblock(n, &opts.uuid),
@@ -434,6 +442,8 @@ fn write_metadata(
         w.write(d.inode_bitmap, ib)?;
         if !inodes.tables[g].is_empty() {
             w.write(d.inode_table, &inodes.tables[g])?;
+        } else if !opts.assume_zeroed {
+            w.write(d.inode_table, &vec![0; inodes.table_len])?;
         }
     }
 
@@ -567,10 +577,12 @@ fn set_padding(bitmap: &mut [u8], valid: usize) {
     }
 }
 
-/// Buffers writes to consecutive blocks and writes out only non-zero blocks.
+/// Buffers writes to consecutive blocks and writes them out, skipping
+/// all-zero blocks when the target is known to read as zeros.
 struct BlockWriter<'f> {
     file: &'f File,
     base: u64,
+    skip_zero: bool,
     start: u64,
     buf: Vec<u8>,
 }
@@ -578,10 +590,11 @@ struct BlockWriter<'f> {
 const WRITE_BUFFER: usize = 8 << 20;
 
 impl<'f> BlockWriter<'f> {
-    fn new(file: &'f File, base: u64) -> Self {
+    fn new(file: &'f File, base: u64, skip_zero: bool) -> Self {
         BlockWriter {
             file,
             base,
+            skip_zero,
             start: 0,
             buf: Vec::with_capacity(WRITE_BUFFER),
         }
@@ -615,15 +628,14 @@ impl<'f> BlockWriter<'f> {
     fn flush(&mut self) -> Result<()> {
         let bs = BS as usize;
         let blocks: Vec<&[u8]> = self.buf.chunks(bs).collect();
+        let skip = |k: usize| self.skip_zero && is_zero(blocks[k]);
         let mut i = 0;
         while i < blocks.len() {
-            if is_zero(blocks[i]) {
+            if skip(i) {
                 i += 1;
                 continue;
             }
-            let j = (i..blocks.len())
-                .find(|&j| is_zero(blocks[j]))
-                .unwrap_or(blocks.len());
+            let j = (i..blocks.len()).find(|&j| skip(j)).unwrap_or(blocks.len());
             let offset = self.base + (self.start + i as u64) * BS;
             self.file
                 .write_all_at(&self.buf[i * bs..j * bs], offset)

@@ -839,3 +839,39 @@ fn content_from_host_files_and_a_source() {
     assert_eq!(fs.read("/usr/share/a").unwrap(), b"blob abc");
     assert_eq!(fs.read("/usr/share/b").unwrap(), b"blob wxyz");
 }
+
+/// Writing over old data (not a zeroed file) with `assume_zeroed: false`.
+#[test]
+fn overwrites_a_dirty_region() {
+    let entries = generated_tree(13, 20, 150);
+    let mut o = opts(48 << 20);
+    o.journal_blocks = Some(1024);
+    o.sparse_files = false;
+    let (clean, _) = image("clean", &entries, &NoSource, &o);
+    let path = temp_path("dirty");
+    std::fs::write(&*path, vec![0xA5u8; o.size as usize]).unwrap();
+    o.assume_zeroed = false;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&*path)
+        .unwrap();
+    ext4_writer::write(&file, 0, &entries, &NoSource, &o).unwrap();
+    e2fsck(&path);
+    assert_round_trip(&path, &entries);
+    // Only free blocks may still hold the old bytes; everything in use is
+    // the same as in a fresh image.
+    let (a, b) = (
+        std::fs::read(&*clean).unwrap(),
+        std::fs::read(&*path).unwrap(),
+    );
+    let same = a
+        .chunks(4096)
+        .zip(b.chunks(4096))
+        .filter(|(x, y)| x == y)
+        .count();
+    let summary_used = a.chunks(4096).filter(|c| c.iter().any(|&x| x != 0)).count();
+    assert!(
+        same >= summary_used,
+        "{same} identical blocks, {summary_used} non-zero in the clean image"
+    );
+}
