@@ -60,29 +60,26 @@ pub fn image(
     (path, summary)
 }
 
-fn have(tool: &str) -> bool {
-    match Command::new(tool).arg("-V").output() {
-        Ok(_) => true,
-        Err(_) if std::env::var_os("CI").is_some() => {
-            panic!("{tool} is missing (apt-get install e2fsprogs)")
-        }
-        Err(_) => {
-            eprintln!("skipping {tool} check: {tool} not installed (apt-get install e2fsprogs)");
-            false
-        }
+/// The path of an e2fsprogs tool (also looked for in the sbin directories,
+/// which a non-root PATH may lack), or `None` (a panic under CI) if missing.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let found = std::iter::once(PathBuf::from(name))
+        .chain(["/usr/sbin", "/sbin"].map(|d| PathBuf::from(d).join(name)))
+        .find(|p| Command::new(p).arg("-V").output().is_ok());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing (apt-get install e2fsprogs)"
+        );
+        eprintln!("skipping the {name} check: {name} not installed (apt-get install e2fsprogs)");
     }
+    found
 }
 
 /// Judge 1: `e2fsck -fn` must find nothing to fix.
 pub fn e2fsck(path: &PathBuf) {
-    if !have("e2fsck") {
-        return;
-    }
-    let out = Command::new("e2fsck")
-        .arg("-fn")
-        .arg(path)
-        .output()
-        .unwrap();
+    let Some(e2fsck) = tool("e2fsck") else { return };
+    let out = Command::new(e2fsck).arg("-fn").arg(path).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -99,10 +96,8 @@ pub fn e2fsck(path: &PathBuf) {
 /// Runs a debugfs request (read-only) and returns its output, or `None` if
 /// debugfs is not installed.
 pub fn debugfs(path: &PathBuf, request: &str) -> Option<String> {
-    if !have("debugfs") {
-        return None;
-    }
-    let out = Command::new("debugfs")
+    let debugfs = tool("debugfs")?;
+    let out = Command::new(debugfs)
         .arg("-R")
         .arg(request)
         .arg(path)
