@@ -68,6 +68,19 @@ fn encoder() {
         100.0 * took / secs as f64,
         bytes as f64 * 8.0 / secs as f64 / 1000.0
     );
+    let mut flac = vinyl_streamd::flac::FlacEncoder::new();
+    let start = Instant::now();
+    let bytes: usize = input
+        .chunks(1920)
+        .flat_map(|c| flac.push(c))
+        .map(|f| f.len())
+        .sum();
+    let took = start.elapsed().as_secs_f64();
+    println!(
+        "flac: {secs} s of 48 kHz stereo 24-bit in {took:.2} s: realtime factor {:.0}x, {:.0} kbit/s",
+        secs as f64 / took,
+        bytes as f64 * 8.0 / secs as f64 / 1000.0
+    );
     let input = signal(44_100, secs);
     let mut rs = vinyl_streamd::resample::Resampler::new(44_100).unwrap();
     let mut out = Vec::new();
@@ -100,16 +113,7 @@ fn latency() {
         .block_on(tokio::net::TcpListener::bind("[::1]:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = vinyl_streamd::http::App::new(
-        pipeline.hub.clone(),
-        pipeline.status.clone(),
-        "bench".into(),
-        String::new(),
-        10,
-        Duration::from_secs(4),
-        64 * 1024,
-        vec![addr],
-    );
+    let app = vinyl_streamd::http::App::new(&pipeline, &config.http, vec![addr]);
     runtime.spawn(vinyl_streamd::http::serve(listener, app));
 
     // Feed 10 ms chunks in real time from the start, so granule positions

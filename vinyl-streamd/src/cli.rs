@@ -72,6 +72,10 @@ pub struct Cli {
     #[arg(long)]
     pub packets_per_page: Option<usize>,
 
+    /// [encoder.flac] Also serve lossless FLAC at /stream.flac (true/false; ~1.5 Mbit/s per listener).
+    #[arg(long)]
+    pub flac: Option<bool>,
+
     /// [http.listen] Address to listen on; repeat for several (default [::]:8000).
     #[arg(long)]
     pub listen: Vec<SocketAddr>,
@@ -147,6 +151,7 @@ impl Cli {
         put(&mut t, "encoder.bitrate_kbps", &self.bitrate_kbps);
         put(&mut t, "encoder.complexity", &self.complexity);
         put(&mut t, "encoder.packets_per_page", &self.packets_per_page);
+        put(&mut t, "encoder.flac", &self.flac);
         let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
         put(
             &mut t,

@@ -103,6 +103,8 @@ pub struct EncoderConfig {
     pub complexity: u8,
     /// 20 ms Opus packets per Ogg page; 1 gives the lowest latency.
     pub packets_per_page: usize,
+    /// Also serve lossless FLAC (48 kHz, 24-bit) at `/stream.flac`.
+    pub flac: bool,
 }
 
 impl Default for EncoderConfig {
@@ -111,6 +113,7 @@ impl Default for EncoderConfig {
             bitrate_kbps: 160,
             complexity: 10,
             packets_per_page: 1,
+            flac: false,
         }
     }
 }

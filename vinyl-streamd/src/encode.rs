@@ -12,7 +12,7 @@ use crate::status::Status;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 /// How long the source may stay quiet before silence is generated.
@@ -43,6 +43,8 @@ pub struct EncodeLoop {
     pub silence: SilenceDetector,
     /// Commands for silence transitions.
     pub hooks: Hooks,
+    /// The FLAC encoder's input, when the lossless stream is on.
+    pub flac: Option<SyncSender<Vec<f32>>>,
 }
 
 impl EncodeLoop {
@@ -88,6 +90,10 @@ impl EncodeLoop {
             run_hook(cmd);
         }
         self.status.set_levels(levels, self.silence.is_silent());
+        if let Some(flac) = &self.flac {
+            // Never wait for the lossless encoder; a full queue loses a frame there only.
+            let _ = flac.try_send(pcm.to_vec());
+        }
         let packet = match self.encoder.encode(pcm) {
             Ok(p) => p,
             Err(e) => {

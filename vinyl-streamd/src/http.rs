@@ -1,5 +1,6 @@
 //! The HTTP server: the stream, a web page, status JSON and metrics.
 
+use crate::config::HttpConfig;
 use crate::hub::Hub;
 use crate::status::Status;
 use bytes::Bytes;
@@ -28,6 +29,8 @@ const INDEX_HTML: &str = include_str!("index.html");
 pub struct App {
     /// The page feed.
     pub hub: Arc<Hub>,
+    /// The FLAC frame feed, if enabled.
+    pub flac: Option<Arc<Hub>>,
     /// Daemon state.
     pub status: Arc<Status>,
     /// `icy-name`.
@@ -47,26 +50,21 @@ pub struct App {
 }
 
 impl App {
-    /// Shared state for the server.
-    #[allow(clippy::too_many_arguments)]
+    /// Shared state for a server of `pipeline`'s streams, listening on `listen`.
     pub fn new(
-        hub: Arc<Hub>,
-        status: Arc<Status>,
-        name: String,
-        description: String,
-        max_connections: usize,
-        stall_limit: Duration,
-        send_buffer: usize,
+        pipeline: &crate::Pipeline,
+        config: &HttpConfig,
         listen: Vec<SocketAddr>,
     ) -> Arc<Self> {
         Arc::new(App {
-            hub,
-            status,
-            name,
-            description,
-            max_connections,
-            stall_limit,
-            send_buffer,
+            hub: pipeline.hub.clone(),
+            flac: pipeline.flac.clone(),
+            status: pipeline.status.clone(),
+            name: config.name.clone(),
+            description: config.description.clone(),
+            max_connections: config.max_connections,
+            stall_limit: Duration::from_millis(config.client_queue_ms),
+            send_buffer: config.send_buffer_kib * 1024,
             listen,
             connections: AtomicUsize::new(0),
             epoch: Instant::now(),
@@ -175,7 +173,17 @@ fn handle(
         (&Method::GET | &Method::HEAD, "/") => {
             full(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
         }
-        (&Method::GET | &Method::HEAD, "/stream.opus") => stream(app, conn, peer, head),
+        (&Method::GET | &Method::HEAD, "/stream.opus") => {
+            stream(app, &app.hub, "audio/ogg", conn, peer, head)
+        }
+        (&Method::GET | &Method::HEAD, "/stream.flac") if app.flac.is_some() => stream(
+            app,
+            app.flac.as_ref().unwrap(),
+            "audio/flac",
+            conn,
+            peer,
+            head,
+        ),
         (&Method::GET | &Method::HEAD, "/status") => {
             let mut snap = app.status.snapshot();
             snap.name = app.name.clone();
@@ -235,14 +243,21 @@ impl Drop for ListenerGuard {
     }
 }
 
-fn stream(app: &Arc<App>, conn: &Arc<Conn>, peer: SocketAddr, head: bool) -> Response<Body> {
+fn stream(
+    app: &Arc<App>,
+    hub: &Hub,
+    content_type: &'static str,
+    conn: &Arc<Conn>,
+    peer: SocketAddr,
+    head: bool,
+) -> Response<Body> {
     let body = if head {
         Full::new(Bytes::new()).boxed_unsync()
     } else {
-        let (headers, rx) = app.hub.subscribe();
+        let (headers, rx) = hub.subscribe();
         app.status.listeners.fetch_add(1, Ordering::Relaxed);
         app.status.listeners_total.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(%peer, "listener joined");
+        tracing::info!(%peer, content_type, "listener joined");
         let guard = ListenerGuard(app.status.clone());
         conn.progress_ms.store(app.now_ms(), Ordering::Relaxed);
         conn.streaming.store(true, Ordering::Relaxed);
@@ -268,7 +283,7 @@ fn stream(app: &Arc<App>, conn: &Arc<Conn>, peer: SocketAddr, head: bool) -> Res
     };
     let mut r = Response::new(body);
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("audio/ogg"));
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod encode;
+pub mod flac;
 pub mod http;
 pub mod hub;
 pub mod icecast;
@@ -35,6 +36,8 @@ pub struct Pipeline {
     pub status: Arc<status::Status>,
     /// Send 48 kHz interleaved stereo here.
     pub input: std::sync::mpsc::SyncSender<Vec<f32>>,
+    /// FLAC frame feed, when the lossless stream is on.
+    pub flac: Option<Arc<Hub>>,
 }
 
 use hub::Hub;
@@ -65,6 +68,14 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     ));
     let status = Arc::new(status::Status::default());
     let (input, rx) = std::sync::mpsc::sync_channel(64);
+    let (flac_hub, flac_tx) = match config.encoder.flac {
+        true => {
+            // One FLAC frame is ~85 ms.
+            let (hub, tx) = flac::start((config.http.client_queue_ms / 85).max(2) as usize);
+            (Some(hub), Some(tx))
+        }
+        false => (None, None),
+    };
     let encode = encode::EncodeLoop {
         encoder,
         muxer,
@@ -78,11 +89,17 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
             on_silence: config.silence.on_silence.clone(),
             on_sound: config.silence.on_sound.clone(),
         },
+        flac: flac_tx,
     };
     std::thread::Builder::new()
         .name("encoder".into())
         .spawn(move || encode.run(rx))?;
-    Ok(Pipeline { hub, status, input })
+    Ok(Pipeline {
+        hub,
+        status,
+        input,
+        flac: flac_hub,
+    })
 }
 
 /// Binds a listening socket; IPv6 wildcard sockets also accept IPv4 where
@@ -135,7 +152,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (source, status, input) = (
         config.source.clone(),
         pipeline.status.clone(),
-        pipeline.input,
+        pipeline.input.clone(),
     );
     std::thread::Builder::new()
         .name("capture".into())
@@ -152,16 +169,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listeners.push(l);
     }
     let h = &config.http;
-    let app = http::App::new(
-        pipeline.hub.clone(),
-        pipeline.status.clone(),
-        h.name.clone(),
-        h.description.clone(),
-        h.max_connections,
-        Duration::from_millis(h.client_queue_ms),
-        h.send_buffer_kib * 1024,
-        bound,
-    );
+    let app = http::App::new(&pipeline, h, bound);
     let mut tasks = tokio::task::JoinSet::new();
     for l in listeners {
         tasks.spawn(http::serve(l, app.clone()));

@@ -387,3 +387,38 @@ fn wav_file_24bit_44k1_is_streamed_in_a_loop() {
     assert_tone(&left(&pcm[2 * 48_000..2 * 96_000]), -12.0, "looped WAV");
     assert_eq!(d.status()["state"], "playing");
 }
+
+#[test]
+fn flac_stream_is_lossless_enough_to_measure_and_off_by_default() {
+    if !have("ffmpeg") {
+        return;
+    }
+    let off = Daemon::start(&["--source", "tone"]);
+    assert_eq!(http_get(off.addr, "/stream.flac").0, 404);
+    drop(off);
+    let d = Daemon::start(&["--source", "tone", "--tone-dbfs", "-20", "--flac", "true"]);
+    let (code, head, _) =
+        split_response(&raw_request(d.addr, b"HEAD /stream.flac HTTP/1.0\r\n\r\n"));
+    assert_eq!(code, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: audio/flac"),
+        "{head}"
+    );
+    let pcm = ffmpeg_decode(
+        &["-i", &d.url("/stream.flac"), "-t", "3"],
+        None,
+        Duration::from_secs(15),
+    );
+    assert!(
+        pcm.len() >= 2 * 48_000 * 29 / 10,
+        "only {} samples",
+        pcm.len()
+    );
+    let tone = left(&pcm[2 * 48_000..2 * 96_000]);
+    assert_tone(&tone, -20.0, "FLAC");
+    // Lossless: the decoded tone matches a synthetic one to 24-bit precision
+    // up to its phase, so compare levels precisely.
+    let (_, level) = dominant_tone(&tone, 990.0, 1010.0);
+    assert!((level + 20.0).abs() < 0.01, "FLAC level {level}");
+}
