@@ -2,7 +2,8 @@
 //! latency, and the cost of many concurrent listeners.
 //!
 //! `cargo bench -p vinyl-streamd [-- encoder|latency|listeners]`;
-//! `VINYL_BENCH_LISTENERS` sets the listener count (default 1000).
+//! `VINYL_BENCH_LISTENERS` sets the listener count (default 1000);
+//! `VINYL_BENCH_ARGS` adds daemon flags, e.g. `--packets-per-page 2`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -249,6 +250,11 @@ fn listeners(n: usize) {
             "warn,vinyl_streamd=info",
         ])
         .args(["--max-connections", &(n + 100).to_string()])
+        .args(
+            std::env::var("VINYL_BENCH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
