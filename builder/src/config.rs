@@ -3,7 +3,7 @@
 //! name the file, line and fix.
 
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// A configuration file that could not be used.
@@ -82,6 +82,11 @@ pub struct Recipe {
     /// Debian packages to install (dependencies are added).
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Names the image provides without installing a package, so dependencies
+    /// on them are satisfied (e.g. `linux-initramfs-tool`: the builder makes
+    /// the initramfs itself).
+    #[serde(default)]
+    pub provides: Vec<String>,
     /// Packages needed only to cross-compile `crates` (a sysroot), never installed.
     #[serde(default)]
     pub sysroot_packages: Vec<String>,
@@ -234,20 +239,23 @@ fn parse_toml<T: serde::de::DeserializeOwned>(file: &Path) -> Result<T, ConfigEr
         file: file.to_path_buf(),
         source,
     })?;
-    toml::from_str(&text).map_err(|error| {
-        let message = match error.span() {
-            Some(span) => {
-                let line = text[..span.start].matches('\n').count() + 1;
-                let column = span.start - text[..span.start].rfind('\n').map_or(0, |i| i + 1) + 1;
-                format!("line {line}, column {column}: {}", error.message())
-            }
-            None => error.message().to_string(),
-        };
-        ConfigError::Parse {
-            file: file.to_path_buf(),
-            message,
-        }
+    toml::from_str(&text).map_err(|error| ConfigError::Parse {
+        file: file.to_path_buf(),
+        message: toml_error_message(&text, &error),
     })
+}
+
+/// A TOML error as one line: `line L, column C: message`.
+pub fn toml_error_message(text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = span.start - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {}", error.message().trim())
+        }
+        None => error.message().trim().to_string(),
+    }
 }
 
 /// Everything the recipes of a board ask for, merged in recipe order.
@@ -256,6 +264,7 @@ pub struct Plan {
     /// Package name → the recipe that asked for it first.
     pub packages: BTreeMap<String, String>,
     pub sysroot_packages: BTreeMap<String, String>,
+    pub provides: BTreeSet<String>,
     pub overlays: Vec<String>,
     pub services: Vec<String>,
     pub users: Vec<UserSpec>,
@@ -286,6 +295,7 @@ impl Plan {
                     .entry(package.clone())
                     .or_insert_with(|| origin.clone());
             }
+            plan.provides.extend(recipe.provides.iter().cloned());
             plan.overlays.extend(recipe.overlay.iter().cloned());
             plan.services.extend(recipe.services.iter().cloned());
             plan.users.extend(recipe.users.iter().cloned());

@@ -2,10 +2,15 @@
 
 pub mod archive;
 pub mod config;
+pub mod cross;
 pub mod deb;
 pub mod debian;
+pub mod doctor;
+pub mod export;
 pub mod fetch;
 pub mod lock;
 pub mod mirror;
+pub mod pipeline;
+pub mod progress;
 pub mod rootfs;
 pub mod store;

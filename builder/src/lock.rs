@@ -26,9 +26,19 @@ pub struct LockedPackage {
     pub filename: String,
     pub size: u64,
     pub sha256: String,
-    /// Needed only to cross-compile (sysroot), not installed in the image.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub sysroot: bool,
+    /// Where the package goes: the image, the cross-compilation sysroot, or both.
+    #[serde(rename = "used-by")]
+    pub used_by: Vec<Use>,
+}
+
+/// A use of a locked package.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Use {
+    /// Installed in the image.
+    Image,
+    /// Unpacked into the sysroot that workspace crates are cross-compiled against.
+    Sysroot,
 }
 
 /// A board's lock.
@@ -45,7 +55,7 @@ pub struct Lock {
     pub source_date_epoch: i64,
     /// Digest of what the recipes request; a different value means the lock is stale.
     pub inputs: String,
-    #[serde(rename = "package")]
+    #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
 }
 
@@ -86,6 +96,9 @@ pub fn inputs_digest(board: &Board, plan: &Plan) -> String {
     for name in plan.sysroot_packages.keys() {
         text.push_str(&format!("sysroot={name}\n"));
     }
+    for name in &plan.provides {
+        text.push_str(&format!("provides={name}\n"));
+    }
     format!("sha256:{}", sha256_hex(text.as_bytes()))
 }
 
@@ -110,15 +123,22 @@ impl Lock {
                 })
                 .collect()
         };
-        let image = resolve::resolve(universe, &requests(&plan.packages)?)?;
-        let mut all = requests(&plan.packages)?;
-        all.extend(requests(&plan.sysroot_packages)?);
-        let with_sysroot = resolve::resolve(universe, &all)?;
+        let image = resolve::resolve(universe, &requests(&plan.packages)?, &plan.provides)?;
+        let sysroot =
+            resolve::resolve(universe, &requests(&plan.sysroot_packages)?, &plan.provides)?;
+        let mut all: Vec<usize> = image.iter().chain(&sysroot).copied().collect();
+        all.sort_unstable();
+        all.dedup();
 
-        let mut packages: Vec<LockedPackage> = with_sysroot
+        let mut packages: Vec<LockedPackage> = all
             .iter()
             .map(|&index| {
                 let p = universe.package(index);
+                let used_by = [(Use::Image, &image), (Use::Sysroot, &sysroot)]
+                    .into_iter()
+                    .filter(|(_, set)| set.contains(&index))
+                    .map(|(use_, _)| use_)
+                    .collect();
                 LockedPackage {
                     name: p.name.clone(),
                     version: p.version.to_string(),
@@ -128,7 +148,7 @@ impl Lock {
                     filename: p.filename.clone(),
                     size: p.size,
                     sha256: p.sha256.clone(),
-                    sysroot: !image.contains(&index),
+                    used_by,
                 }
             })
             .collect();
@@ -162,7 +182,8 @@ impl Lock {
             board: board.to_string(),
             message,
         };
-        let lock: Lock = toml::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+        let lock: Lock = toml::from_str(&text)
+            .map_err(|e| unreadable(crate::config::toml_error_message(&text, &e)))?;
         if lock.version != LOCK_VERSION {
             return Err(unreadable(format!(
                 "lock format {} is not the supported format {LOCK_VERSION}",
@@ -210,9 +231,18 @@ impl Lock {
         format!("sha256:{}", sha256_hex(self.to_text().as_bytes()))
     }
 
-    /// Packages that go into the image (not the sysroot-only ones).
+    /// Packages that go into the image.
     pub fn image_packages(&self) -> impl Iterator<Item = &LockedPackage> {
-        self.packages.iter().filter(|p| !p.sysroot)
+        self.packages
+            .iter()
+            .filter(|p| p.used_by.contains(&Use::Image))
+    }
+
+    /// Packages that make up the cross-compilation sysroot.
+    pub fn sysroot_packages(&self) -> impl Iterator<Item = &LockedPackage> {
+        self.packages
+            .iter()
+            .filter(|p| p.used_by.contains(&Use::Sysroot))
     }
 }
 
@@ -255,7 +285,7 @@ mod tests {
             filename: format!("pool/main/{name}.deb"),
             size: 1,
             sha256: "00".repeat(32),
-            sysroot: false,
+            used_by: vec![Use::Image],
         }
     }
 

@@ -1,1 +1,151 @@
-fn main() {}
+//! `builder`: builds read-only Raspberry Pi images from Debian packages,
+//! without root. See README.md for the two commands that matter.
+
+use anyhow::Result;
+use builder::config::Project;
+use builder::pipeline::{Context, Options};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Builds reproducible, read-only Raspberry Pi images from Debian packages — no root needed"
+)]
+struct Cli {
+    /// Board to build for (see `builder boards`).
+    #[arg(long, global = true, default_value = "rpi4")]
+    board: String,
+    /// Debian mirror URL (else $BUILDER_DEBIAN_MIRROR, else the host's apt sources).
+    #[arg(long, global = true, value_name = "URL")]
+    mirror: Option<String>,
+    /// Cache directory for downloads and unpacked packages
+    /// (default: $BUILDER_CACHE_DIR or ~/.cache/vinyl-builder).
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Project directory holding boards/, recipes/ and overlay/ (default: this workspace).
+    #[arg(long, global = true, value_name = "DIR")]
+    project: Option<PathBuf>,
+    /// Only print warnings and errors; no progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the board's image (the default command).
+    Build {
+        /// Also write the root filesystem as a tar archive to this path.
+        #[arg(long, value_name = "FILE")]
+        rootfs_tar: Option<PathBuf>,
+    },
+    /// List the boards, one line each.
+    Boards,
+    /// Check host prerequisites and print the command that installs what is missing.
+    Doctor,
+    /// Resolve the board's packages and write boards/<board>.lock.
+    Lock {
+        /// Re-resolve against the mirror's current archive even if the lock is fresh.
+        #[arg(long)]
+        update: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = if cli.quiet { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BUILDER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+        )
+        .with_target(false)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let project = match &cli.project {
+        Some(dir) => Project::new(dir),
+        None => Project::from_workspace(),
+    };
+    let mut options = Options::for_board(&Project::from_workspace(), &cli.board);
+    options.mirror = cli.mirror.clone();
+    options.quiet = cli.quiet;
+    if let Some(dir) = &cli.cache_dir {
+        options.cache_dir = dir.clone();
+    }
+    match cli.command.unwrap_or(Command::Build { rootfs_tar: None }) {
+        Command::Boards => {
+            for name in project.board_names() {
+                let board = project.board(&name)?;
+                println!("{name:<12} {}", board.description);
+            }
+            Ok(())
+        }
+        Command::Doctor => {
+            let board = project.board(&options.board)?;
+            let (triple, _) = builder::cross::triples(&board.architecture)?;
+            let checks = builder::doctor::cross_checks(triple);
+            for check in &checks {
+                let mark = if check.ok { "ok     " } else { "MISSING" };
+                println!("{mark} {:<12} {}", check.what, check.why);
+            }
+            match builder::doctor::fix_commands(&checks) {
+                None => {
+                    println!("This host can build {}.", board.name);
+                    Ok(())
+                }
+                Some(fix) => anyhow::bail!("missing prerequisites; install them with:\n  {fix}"),
+            }
+        }
+        Command::Lock { update } => {
+            let context = Context::new(project, &options)?;
+            let (lock, changes) = context.lock(update)?;
+            if changes.is_empty() {
+                println!(
+                    "{} is up to date ({} packages)",
+                    context.lock_path().display(),
+                    lock.packages.len()
+                );
+            } else {
+                println!(
+                    "{} ({} packages):",
+                    context.lock_path().display(),
+                    lock.packages.len()
+                );
+                for line in changes {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
+        Command::Build { rootfs_tar } => {
+            let context = Context::new(project, &options)?;
+            let (lock, tree) = context.rootfs()?;
+            if let Some(path) = rootfs_tar {
+                builder::export::write_tar(&tree, &context.store, &path)?;
+            }
+            println!(
+                "{}: {} packages, {} files, {:.1} MB, tree {}",
+                context.board.name,
+                lock.image_packages().count(),
+                tree.len(),
+                tree.content_size() as f64 / 1e6,
+                tree.digest()
+            );
+            Ok(())
+        }
+    }
+}

@@ -78,7 +78,8 @@ pub fn decompress<'a>(path: &str, bytes: &'a [u8]) -> Result<Cow<'a, [u8]>, Erro
 }
 
 /// What the index generator and the closure need to know about one module.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialisable so callers can cache it: parsing means decompressing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ModuleInfo {
     /// The module name as kmod derives it from the file name, normalised
     /// (`snd-aloop.ko.xz` → `snd_aloop`).

@@ -11,7 +11,7 @@
 use super::index::Package;
 use super::relation::{Alternatives, Relation};
 use super::version::Version;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// All packages available for one architecture, indexed for lookups.
 pub struct Universe {
@@ -171,6 +171,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 /// Resolution state: the packages chosen so far.
 struct Selection<'u> {
     universe: &'u Universe,
+    /// Names the image provides without a package (see [`resolve`]).
+    assumed: &'u BTreeSet<String>,
     chosen: BTreeMap<String, usize>,
     /// Provided name → (provider, provided version) among chosen packages.
     provided: HashMap<String, Vec<(usize, Option<Version>)>>,
@@ -178,6 +180,9 @@ struct Selection<'u> {
 
 impl Selection<'_> {
     fn satisfies(&self, relation: &Relation) -> bool {
+        if self.assumed.contains(&relation.name) {
+            return true;
+        }
         let real = self
             .chosen
             .get(&relation.name)
@@ -270,13 +275,17 @@ impl Selection<'_> {
 /// Resolves requested relations (usually plain names) into the indices of
 /// every package needed, sorted by package name.
 ///
-/// `requested_by` names where the requests came from (a recipe), for errors.
+/// Each request carries where it came from (a recipe), for errors.
+/// `assumed` names are treated as installed without a package: things the
+/// builder itself provides, such as the initramfs generator.
 pub fn resolve(
     universe: &Universe,
     requests: &[(Relation, String)],
+    assumed: &BTreeSet<String>,
 ) -> Result<Vec<usize>, ResolveError> {
     let mut selection = Selection {
         universe,
+        assumed,
         chosen: BTreeMap::new(),
         provided: HashMap::new(),
     };
@@ -349,7 +358,12 @@ mod tests {
             .iter()
             .map(|r| (parse_relation(r).unwrap(), "recipe test".to_string()))
             .collect();
-        resolve(universe, &requests).map(|indices| {
+        resolve(
+            universe,
+            &requests,
+            &BTreeSet::from(["assumed".to_string()]),
+        )
+        .map(|indices| {
             indices
                 .into_iter()
                 .map(|i| {
@@ -398,6 +412,20 @@ mod tests {
         assert_eq!(names(&u, &["app", "c"]).unwrap(), ["app 1", "b 1", "c 1"]);
         let error = names(&u, &["c", "d"]).unwrap_err();
         assert!(error.to_string().contains("d conflicts with c"), "{error}");
+    }
+
+    #[test]
+    fn assumed_names_satisfy_dependencies_without_packages() {
+        let u = universe(
+            "Package: kernel\nVersion: 1\nDepends: initramfs-tool | assumed\n\nPackage: initramfs-tool\nVersion: 1",
+        );
+        assert_eq!(names(&u, &["kernel"]).unwrap(), ["kernel 1"]);
+        assert_eq!(
+            names(&u, &["kernel", "initramfs-tool"]).unwrap(),
+            ["initramfs-tool 1", "kernel 1"]
+        );
+        let u = universe("Package: kernel\nVersion: 1\nDepends: assumed (>= 2)");
+        assert_eq!(names(&u, &["kernel"]).unwrap(), ["kernel 1"]);
     }
 
     #[test]

@@ -1,3 +1,334 @@
-//! Assembling the root filesystem tree from unpacked packages and recipes.
+//! Assembling the root filesystem tree: unpacked packages, then what their
+//! maintainer scripts would have done (declaratively), then the recipes.
+//!
+//! Steps run in a fixed order, each a function of the tree so far:
+//! packages → overlays → accounts → tmpfiles → systemd units → kernel
+//! modules → system files → exclusions.
 
+pub mod modules;
+pub mod overlay;
+pub mod systemd;
+pub mod tmpfiles;
 pub mod tree;
+pub mod users;
+
+use crate::deb::{self, DebContents};
+use crate::lock::{Lock, LockedPackage};
+use crate::pipeline::Context;
+use anyhow::{Context as _, Result, bail};
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use tree::{Kind, Node, Tree};
+
+/// Builds the whole root filesystem tree for a locked board. `binaries` are
+/// cross-compiled workspace crates (name, host path) installed in /usr/bin.
+pub fn assemble(context: &Context, lock: &Lock, binaries: &[(String, PathBuf)]) -> Result<Tree> {
+    let epoch = lock.source_date_epoch;
+    let packages: Vec<&LockedPackage> = lock.image_packages().collect();
+    let unpacked = unpack_all(context, &packages)?;
+    let mut tree = install_packages(&unpacked, epoch);
+    write_dpkg_status(&mut tree, &unpacked, epoch);
+    for name in &context.plan.overlays {
+        overlay::apply(&mut tree, &context.project.overlay_dir(name), epoch)?;
+    }
+    for (name, path) in binaries {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut node = Node::file(Vec::new(), 0o755, epoch);
+        node.kind = Kind::File {
+            size: bytes.len() as u64,
+            content: tree::Content::Blob(context.store.insert(&bytes)?),
+        };
+        tree.insert(&format!("usr/bin/{name}"), node);
+    }
+    let accounts = create_accounts(&mut tree, context, epoch)?;
+    apply_tmpfiles(&mut tree, context, &accounts, epoch)?;
+    enable_units(&mut tree, context, epoch)?;
+    if !context.plan.modules.is_empty() {
+        let summary = modules::prune(&mut tree, &context.store, &context.plan.modules, epoch)?;
+        tracing::info!(
+            "kernel {}: kept {} of {} modules",
+            summary.kernel_version,
+            summary.kept,
+            summary.available
+        );
+    }
+    write_system_files(&mut tree, context, epoch);
+    exclude_paths(&mut tree, &context.plan.exclude, &context.plan.keep)?;
+    Ok(tree)
+}
+
+/// Unpacks packages in parallel (cached per package digest).
+pub fn unpack_all<'a>(
+    context: &Context,
+    packages: &[&'a LockedPackage],
+) -> Result<Vec<(&'a LockedPackage, DebContents)>> {
+    let stage = context
+        .progress
+        .stage("unpack", packages.len() as u64, false);
+    let unpacked = packages
+        .par_iter()
+        .map(|package| {
+            stage.message(&package.name);
+            let contents =
+                deb::unpack_cached(&context.store, &package.filename, &package.sha256)
+                    .with_context(|| format!("unpacking {} {}", package.name, package.version))?;
+            stage.inc(1);
+            Ok((*package, contents))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    stage.finish(&format!("{} packages", unpacked.len()));
+    Ok(unpacked)
+}
+
+/// Lays packages' files into a tree with merged /usr, in package-name order.
+/// Times are clamped to `epoch`; shared directories keep their first owner.
+pub fn install_packages(unpacked: &[(&LockedPackage, DebContents)], epoch: i64) -> Tree {
+    let mut tree = Tree::new(epoch);
+    for dir in ["bin", "sbin", "lib"] {
+        tree.ensure_dir(&format!("usr/{dir}"), epoch);
+        tree.insert(dir, Node::symlink(format!("usr/{dir}"), epoch));
+    }
+    for (_, contents) in unpacked {
+        for (path, node) in &contents.entries {
+            let path = tree::canonical(path);
+            // The merged-/usr symlinks stay; packages only add to their targets.
+            if path.is_empty() || tree::MERGED_USR_DIRS.contains(&path.as_str()) {
+                continue;
+            }
+            if node.is_dir() && tree.get(&path).is_some_and(Node::is_dir) {
+                continue;
+            }
+            let mut node = node.clone();
+            node.mtime = node.mtime.min(epoch);
+            tree.insert(&path, node);
+        }
+    }
+    tree
+}
+
+/// `/var/lib/dpkg/status`, so `dpkg -l` and SBOM scanners see what is installed.
+fn write_dpkg_status(tree: &mut Tree, unpacked: &[(&LockedPackage, DebContents)], epoch: i64) {
+    let mut status = String::new();
+    for (_, contents) in unpacked {
+        let Some(control) = contents.control.get("control") else {
+            continue;
+        };
+        for line in control.trim_end().lines() {
+            status.push_str(line);
+            status.push('\n');
+            if line.starts_with("Package:") {
+                status.push_str("Status: install ok installed\n");
+            }
+        }
+        status.push('\n');
+    }
+    tree.insert("var/lib/dpkg/status", Node::file(status, 0o644, epoch));
+}
+
+/// Config files of one kind from `usr/lib/<dir>` and `etc/<dir>`, by file
+/// name (a file in /etc replaces the one of the same name in /usr/lib),
+/// sorted by name.
+fn config_files(
+    tree: &Tree,
+    context: &Context,
+    dir: &str,
+    suffix: &str,
+) -> Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    for base in [format!("usr/lib/{dir}"), format!("etc/{dir}")] {
+        let paths: Vec<String> = tree
+            .descendants(&base)
+            .filter(|(path, _)| path.ends_with(suffix) && tree::parent(path) == base)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in paths {
+            if let Some(bytes) = tree.read(&path, &context.store)? {
+                let name = path.rsplit('/').next().unwrap_or_default().to_string();
+                files.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+            }
+        }
+    }
+    Ok(files)
+}
+
+fn create_accounts(tree: &mut Tree, context: &Context, epoch: i64) -> Result<users::Accounts> {
+    let read = |path: &str| -> Result<String> {
+        let bytes = tree.read(path, &context.store)?.with_context(|| {
+            format!("/{path} is missing; the base-passwd package must be installed")
+        })?;
+        Ok(String::from_utf8(bytes)?)
+    };
+    let mut accounts = users::Accounts::from_master(
+        &read("usr/share/base-passwd/passwd.master")?,
+        &read("usr/share/base-passwd/group.master")?,
+    )?;
+    for (name, text) in config_files(tree, context, "sysusers.d", ".conf")? {
+        accounts.apply_sysusers(&name, &text)?;
+    }
+    for spec in &context.plan.users {
+        if accounts.add_spec(spec).is_none() {
+            bail!("no free system user ID for {}", spec.name);
+        }
+    }
+    for (path, text) in accounts.render(epoch) {
+        let secret = path.ends_with("shadow");
+        let mut node = Node::file(text, if secret { 0o640 } else { 0o644 }, epoch);
+        if secret {
+            node.gid = accounts.group("shadow").map_or(0, |g| g.gid);
+        }
+        tree.insert(path, node);
+    }
+    Ok(accounts)
+}
+
+fn apply_tmpfiles(
+    tree: &mut Tree,
+    context: &Context,
+    accounts: &users::Accounts,
+    epoch: i64,
+) -> Result<()> {
+    for (name, text) in config_files(tree, context, "tmpfiles.d", ".conf")? {
+        for action in tmpfiles::parse(&text) {
+            match action {
+                tmpfiles::Action::Dir {
+                    path,
+                    mode,
+                    user,
+                    group,
+                } => {
+                    if tree.get(&path).is_some() {
+                        continue;
+                    }
+                    let uid = user.as_deref().map(|u| accounts.user(u).map(|u| u.uid));
+                    let gid = group.as_deref().map(|g| accounts.group(g).map(|g| g.gid));
+                    let (Some(uid), Some(gid)) = (uid.unwrap_or(Some(0)), gid.unwrap_or(Some(0)))
+                    else {
+                        tracing::debug!("{name}: skipping {path}: unknown owner");
+                        continue;
+                    };
+                    let mut node = Node::dir(mode.unwrap_or(0o755), epoch);
+                    (node.uid, node.gid) = (uid, gid);
+                    tree.insert(&path, node);
+                }
+                tmpfiles::Action::Symlink { path, target } => {
+                    if tree.get(&path).is_none() {
+                        tree.insert(&path, Node::symlink(target, epoch));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
+    let mut units = BTreeMap::new();
+    for base in ["usr/lib/systemd/system", "etc/systemd/system"] {
+        let paths: Vec<String> = tree
+            .descendants(base)
+            .filter(|(path, node)| tree::parent(path) == base && !node.is_dir())
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in paths {
+            if let Some(bytes) = tree.read(&path, &context.store)? {
+                let name = path.rsplit('/').next().unwrap_or_default().to_string();
+                units.insert(
+                    name,
+                    (
+                        format!("/{path}"),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    ),
+                );
+            }
+        }
+    }
+    let presets = systemd::Presets::parse(&config_files(
+        tree,
+        context,
+        "systemd/system-preset",
+        ".preset",
+    )?);
+    let links = systemd::enablement(&units, &presets, &context.plan.services)
+        .map_err(|e| anyhow::anyhow!("{e}; check the `services` of the board's recipes"))?;
+    for (link, target) in links {
+        tree.insert(
+            &format!("etc/systemd/system/{link}"),
+            Node::symlink(target, epoch),
+        );
+    }
+    tree.insert(
+        "etc/systemd/system/default.target",
+        Node::symlink("/usr/lib/systemd/system/multi-user.target", epoch),
+    );
+    Ok(())
+}
+
+/// Files every image gets from the board.
+fn write_system_files(tree: &mut Tree, context: &Context, epoch: i64) {
+    let hostname = &context.board.hostname;
+    tree.insert(
+        "etc/hostname",
+        Node::file(format!("{hostname}\n"), 0o644, epoch),
+    );
+    tree.insert(
+        "etc/hosts",
+        Node::file(
+            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
+            0o644,
+            epoch,
+        ),
+    );
+    // Empty: systemd generates an ID at boot and keeps it on a read-only root.
+    tree.insert("etc/machine-id", Node::file("", 0o444, epoch));
+}
+
+/// Drops paths matching `exclude` unless they match `keep`; directories go
+/// only when nothing is left in them.
+fn exclude_paths(tree: &mut Tree, exclude: &[String], keep: &[String]) -> Result<()> {
+    if exclude.is_empty() {
+        return Ok(());
+    }
+    let build = |patterns: &[String]| -> Result<GlobSet> {
+        let mut set = GlobSetBuilder::new();
+        for pattern in patterns {
+            let glob = GlobBuilder::new(pattern.trim_start_matches('/'))
+                .literal_separator(true)
+                .build()
+                .with_context(|| format!("invalid path pattern {pattern:?} in a recipe"))?;
+            set.add(glob);
+        }
+        Ok(set.build()?)
+    };
+    // `dir/**` also means `dir` itself, once nothing kept is left in it.
+    let exclude: Vec<String> = exclude
+        .iter()
+        .flat_map(|p| [Some(p.clone()), p.strip_suffix("/**").map(String::from)])
+        .flatten()
+        .collect();
+    let (exclude, keep) = (build(&exclude)?, build(keep)?);
+    let doomed: Vec<(String, bool)> = tree
+        .iter()
+        .filter(|(path, _)| exclude.is_match(path.as_str()) && !keep.is_match(path.as_str()))
+        .map(|(path, node)| (path.clone(), node.is_dir()))
+        .collect();
+    for (path, _) in doomed.iter().filter(|(_, dir)| !dir) {
+        tree.remove(path);
+    }
+    for (path, _) in doomed.iter().rev().filter(|(_, dir)| *dir) {
+        if tree.descendants(path).next().is_none() {
+            tree.remove(path);
+        }
+    }
+    // A hard link whose target was dropped would dangle.
+    let dangling: Vec<String> = tree
+        .iter()
+        .filter(|(_, node)| matches!(&node.kind, Kind::Hardlink { target } if tree.get(target).is_none()))
+        .map(|(path, _)| path.clone())
+        .collect();
+    for path in dangling {
+        tree.remove(&path);
+    }
+    Ok(())
+}

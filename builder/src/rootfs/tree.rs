@@ -118,15 +118,18 @@ impl Node {
 pub const MERGED_USR_DIRS: &[&str] = &["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 
 /// Normalises a path from a package or config: no leading `./` or `/`, no
-/// trailing `/`, no empty or `.` components, and merged /usr applied
-/// (`bin/ls` → `usr/bin/ls`).
+/// trailing `/`, no empty or `.` components, and merged /usr applied to what
+/// is below the top-level directories (`bin/ls` → `usr/bin/ls`); `bin`
+/// itself stays, as it is the symlink into /usr.
 pub fn canonical(path: &str) -> String {
     let parts: Vec<&str> = path
         .split('/')
         .filter(|part| !part.is_empty() && *part != ".")
         .collect();
     match parts.first() {
-        Some(first) if MERGED_USR_DIRS.contains(first) => format!("usr/{}", parts.join("/")),
+        Some(first) if parts.len() > 1 && MERGED_USR_DIRS.contains(first) => {
+            format!("usr/{}", parts.join("/"))
+        }
         _ => parts.join("/"),
     }
 }
@@ -370,6 +373,23 @@ mod tests {
         assert_eq!(canonical("./"), "");
         assert_eq!(canonical("etc//passwd"), "etc/passwd");
         assert_eq!(canonical("library/x"), "library/x");
+        assert_eq!(canonical("./bin/"), "bin", "the merged-/usr symlink itself");
+    }
+
+    #[test]
+    fn merged_usr_symlinks_coexist_with_usr_dirs() {
+        let mut tree = Tree::new(0);
+        tree.ensure_dir("usr/bin", 0);
+        tree.insert("bin", Node::symlink("usr/bin", 0));
+        tree.insert("./bin/sh", Node::file("sh", 0o755, 0));
+        assert_eq!(
+            tree.get("bin").unwrap().kind,
+            Kind::Symlink {
+                target: "usr/bin".into()
+            }
+        );
+        assert!(tree.get("usr/bin").unwrap().is_dir());
+        assert_eq!(tree.resolve("/bin/sh").as_deref(), Some("usr/bin/sh"));
     }
 
     #[test]

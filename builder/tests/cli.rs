@@ -1,0 +1,139 @@
+//! The `builder` command's behaviour on good and bad input, without network.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn builder(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_builder"))
+        .args(args)
+        .env(
+            "BUILDER_CACHE_DIR",
+            std::env::temp_dir().join("builder-cli-tests"),
+        )
+        .output()
+        .expect("builder runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write(root: &Path, files: &[(&str, &str)]) {
+    for (path, content) in files {
+        let path = root.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+}
+
+#[test]
+fn boards_lists_every_board_with_a_description() {
+    let output = builder(&["boards"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    for board in ["qemu-virt", "rpi3", "rpi4"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(board))
+            .unwrap_or_else(|| panic!("{board} missing: {stdout}"));
+        assert!(line.len() > board.len() + 10, "{line}");
+    }
+}
+
+#[test]
+fn unknown_board_is_one_clear_error() {
+    let output = builder(&["--board", "rpi9"]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(error.contains("unknown board \"rpi9\""), "{error}");
+    assert!(error.contains("qemu-virt, rpi3, rpi4"), "{error}");
+    assert_eq!(error.matches("error:").count(), 1, "{error}");
+}
+
+#[test]
+fn bad_toml_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "boards/x.toml",
+            "description = \"x\"\nhostname = \"x\"\nrecipes = []\nkernal = 1\n[kernel]\npackage = \"k\"\n",
+        )],
+    );
+    let output = builder(&[
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--board",
+        "x",
+        "lock",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(error.contains("boards/x.toml: line 4, column 1"), "{error}");
+    assert!(error.contains("kernal"), "{error}");
+}
+
+#[test]
+fn stale_lock_says_to_run_builder_lock_before_any_download() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[
+            (
+                "boards/x.toml",
+                "description = \"x\"\nhostname = \"x\"\nrecipes = [\"r\"]\n[kernel]\npackage = \"linux-image-arm64\"\n",
+            ),
+            ("recipes/r.toml", "packages = [\"bash\"]\n"),
+            (
+                "boards/x.lock",
+                "version = 1\nboard = \"x\"\nsuite = \"trixie\"\narchitecture = \"arm64\"\nrelease-date = \"Sat, 12 Sep 2026 07:55:41 UTC\"\nsource-date-epoch = 1789199741\ninputs = \"sha256:old\"\n",
+            ),
+        ],
+    );
+    let output = builder(&[
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--board",
+        "x",
+        "--mirror",
+        "http://127.0.0.1:9/none",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains("x.lock does not match the recipes"),
+        "{error}"
+    );
+    assert!(error.contains("builder -- lock --board x"), "{error}");
+}
+
+#[test]
+fn unreachable_mirror_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        &[(
+            "boards/x.toml",
+            "description = \"x\"\nhostname = \"x\"\nrecipes = []\n[kernel]\npackage = \"linux-image-arm64\"\n",
+        )],
+    );
+    let output = builder(&[
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--board",
+        "x",
+        "lock",
+        "--mirror",
+        "http://127.0.0.1:9/debian",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains("http://127.0.0.1:9/debian/dists/trixie/InRelease"),
+        "{error}"
+    );
+    assert!(
+        !dir.path().join("boards/x.lock").exists(),
+        "no lock is written on failure"
+    );
+}
