@@ -109,11 +109,7 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<App>, count: usize) {
     if count > app.max_connections {
-        use tokio::io::AsyncWriteExt;
-        let mut stream = stream;
-        let _ = stream
-            .write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            .await;
+        refuse(stream).await;
         return;
     }
     let conn = Arc::new(Conn::default());
@@ -136,6 +132,20 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<Ap
             tracing::warn!(%peer, "dropping listener: not reading for {:?}", app.stall_limit);
         }
     }
+}
+
+/// Answers 503 and closes gracefully: FIN first, then drain what the
+/// client sent, so it reads the answer instead of a reset.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let answer =
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    if stream.write_all(answer).await.is_err() || stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Completes when the connection streams audio but has made no progress

@@ -24,6 +24,7 @@ pub mod systemd;
 
 use anyhow::Context;
 use config::Config;
+use hub::Hub;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +41,6 @@ pub struct Pipeline {
     pub flac: Option<Arc<Hub>>,
 }
 
-use hub::Hub;
-
 /// Starts the encoder thread with `config`'s encoder and silence settings.
 pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     let encoder = opus::Encoder::new(
@@ -55,7 +54,7 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         opus::version()
     );
     let tags = oggopus::opus_tags(&vendor, &[("TITLE", &config.http.name)]);
-    // A random serial makes a restarted daemon's stream distinguishable.
+    // A serial that differs between runs keeps a restarted daemon's stream distinct.
     let serial = std::process::id()
         ^ (std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
