@@ -40,7 +40,8 @@ fn alsa_format(f: SampleFormat) -> Format {
 }
 
 /// Turns the `device` setting into an ALSA device string: device strings
-/// pass through, card ids/names and "auto" are looked up.
+/// pass through, card ids/names and "auto" are looked up, other names are
+/// taken as PCMs from the ALSA configuration.
 pub fn resolve_device(device: &str) -> anyhow::Result<String> {
     if device.contains(':') || device == "default" {
         return Ok(device.to_string());
@@ -69,7 +70,8 @@ pub fn resolve_device(device: &str) -> anyhow::Result<String> {
     if device == "auto" {
         bail!("no USB audio capture card found")
     }
-    bail!("no capture card named {device:?}")
+    // Not a card: maybe a PCM defined in the ALSA configuration (e.g. a dsnoop).
+    Ok(device.to_string())
 }
 
 impl AlsaSource {

@@ -36,10 +36,16 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the daemon on an ephemeral [::1] port with extra `args`.
     pub fn start(args: &[&str]) -> Daemon {
+        Daemon::start_env(args, &[])
+    }
+
+    /// Like [`Daemon::start`], with extra environment variables.
+    pub fn start_env(args: &[&str], env: &[(&str, &str)]) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
             .args(["--listen", "[::1]:0", "--log", "info"])
             .args(args)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -318,7 +318,7 @@ fn bad_config_names_the_key_and_exits_nonzero() {
 }
 
 #[test]
-fn missing_alsa_device_streams_silence_until_it_appears() {
+fn missing_alsa_device_streams_silence() {
     if !have("ffmpeg") {
         return;
     }
