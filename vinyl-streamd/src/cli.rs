@@ -28,7 +28,7 @@ pub struct Cli {
     /// [source.kind] Audio source: alsa, file, stdin or tone.
     #[arg(long, value_enum)]
     pub source: Option<SourceKind>,
-    /// [source.device] ALSA device: "auto" (first USB Audio Class capture card), a card id or name, or an ALSA device string like "hw:1,0".
+    /// [source.device] ALSA device: "auto" (first USB Audio Class capture card), a card id or name, an ALSA device string like "hw:1,0", or a PCM name from the ALSA configuration.
     #[arg(long)]
     pub device: Option<String>,
     /// [source.rate] Sample rate, 44100 or 48000: preferred ALSA rate, rate of raw/stdin input, tone rate.

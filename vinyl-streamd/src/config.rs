@@ -49,7 +49,7 @@ pub struct Config {
 pub struct SourceConfig {
     /// Kind of source.
     pub kind: SourceKind,
-    /// ALSA: "auto" (first USB Audio Class capture card), a card id or name, or a device string.
+    /// ALSA: "auto" (first USB Audio Class capture card), a card id or name, a device string, or a configured PCM name.
     pub device: String,
     /// Sample rate: ALSA preference, rate of raw/stdin input, tone rate. 44100 or 48000.
     pub rate: u32,
@@ -325,8 +325,9 @@ impl Config {
         if s.tone_dbfs > 0.0 {
             return Err(key_error("source.tone_dbfs", "must be at most 0"));
         }
-        if !(1..=100).contains(&s.period_ms) {
-            return Err(key_error("source.period_ms", "must be 1 to 100"));
+        // Longer periods would look like source gaps to the encoder (see encode::GAP).
+        if !(1..=50).contains(&s.period_ms) {
+            return Err(key_error("source.period_ms", "must be 1 to 50"));
         }
         if s.buffer_ms < 2 * s.period_ms || s.buffer_ms > 2000 {
             return Err(key_error(
