@@ -439,3 +439,43 @@ fn connections_over_the_limit_get_503() {
         raw_request(d.addr, b"GET /status HTTP/1.0\r\n\r\n").starts_with(b"HTTP/1.0 200")
     }));
 }
+
+#[test]
+fn systemd_notifications_ready_watchdog_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let d = Daemon::start_env(
+        &["--source", "tone"],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "200000"),
+        ],
+    );
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline
+        && !(seen.iter().any(|m: &String| m.contains("READY=1"))
+            && seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3)
+    {
+        let n = sock.recv(&mut buf).expect("no notification");
+        seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+    }
+    assert!(seen.iter().any(|m| m.contains("READY=1")), "{seen:?}");
+    assert!(
+        seen.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{seen:?}"
+    );
+    let status = d.terminate().expect("exit");
+    assert!(status.success());
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        stopping |= String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1");
+        if stopping {
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1");
+}
