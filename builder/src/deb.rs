@@ -187,21 +187,42 @@ fn read_data(reader: impl Read, store: &Store) -> Result<Vec<(String, Node)>, Da
     Ok(entries)
 }
 
-/// Unpacks the `.deb` with this digest from the store, or returns the cached
-/// result of an earlier unpack. The cache entry is written only after every
-/// blob it references is durable in the store.
-pub fn unpack_cached(store: &Store, name: &str, sha256: &str) -> Result<DebContents, DebError> {
+/// Where the unpack result of the `.deb` with this digest is cached.
+fn cache_path(store: &Store, sha256: &str) -> Result<std::path::PathBuf, DebError> {
     let dir = store.subdir(&format!("unpacked-v{UNPACK_FORMAT}"))?;
-    let path = dir.join(format!("{sha256}.json"));
-    if let Ok(bytes) = std::fs::read(&path)
-        && let Ok(contents) = serde_json::from_slice(&bytes)
-    {
+    Ok(dir.join(format!("{sha256}.json")))
+}
+
+/// The cached unpack result of a `.deb`, if an earlier build recorded one.
+pub fn cached(store: &Store, sha256: &str) -> Result<Option<DebContents>, DebError> {
+    let path = cache_path(store, sha256)?;
+    Ok(std::fs::read(&path)
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+}
+
+/// Unpacks the `.deb` with this digest from the store. Its blobs are not yet
+/// durable: call [`Store::sync`], then [`record`].
+pub fn unpack_stored(store: &Store, name: &str, sha256: &str) -> Result<DebContents, DebError> {
+    unpack(name, io::BufReader::new(store.open_blob(sha256)?), store)
+}
+
+/// Caches an unpack result. Call only after [`Store::sync`], so a recorded
+/// entry never refers to blobs a crash could lose.
+pub fn record(store: &Store, sha256: &str, contents: &DebContents) -> Result<(), DebError> {
+    let json = serde_json::to_vec(contents).expect("serialisable");
+    store.write_atomic(&cache_path(store, sha256)?, &json)?;
+    Ok(())
+}
+
+/// [`cached`], else unpack, sync and [`record`].
+pub fn unpack_cached(store: &Store, name: &str, sha256: &str) -> Result<DebContents, DebError> {
+    if let Some(contents) = cached(store, sha256)? {
         return Ok(contents);
     }
-    let contents = unpack(name, io::BufReader::new(store.open_blob(sha256)?), store)?;
+    let contents = unpack_stored(store, name, sha256)?;
     store.sync()?;
-    let json = serde_json::to_vec(&contents).expect("serialisable");
-    store.write_atomic(&path, &json)?;
+    record(store, sha256, &contents)?;
     Ok(contents)
 }
 
