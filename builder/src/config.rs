@@ -47,6 +47,10 @@ pub struct Board {
     /// Recipes (names under `recipes/`) in the order they apply.
     pub recipes: Vec<String>,
     pub kernel: KernelConfig,
+    #[serde(default)]
+    pub image: ImageConfig,
+    #[serde(default)]
+    pub boot: BootConfig,
     /// Board name; taken from the file name.
     #[serde(skip)]
     pub name: String,
@@ -61,6 +65,63 @@ pub struct KernelConfig {
     /// Modules the board needs (their dependencies are added).
     #[serde(default)]
     pub modules: Vec<String>,
+}
+
+/// The SD card image: its file name and partition sizes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ImageConfig {
+    /// Base name of the output files (default `vinyl-<board>`).
+    pub name: Option<String>,
+    /// FAT boot partition (firmware, U-Boot, boot script, A/B state).
+    #[serde(default = "default_boot_mib")]
+    pub boot_mib: u64,
+    /// Each of the two root slots.
+    #[serde(default = "default_root_mib")]
+    pub root_mib: u64,
+    /// The data partition as shipped; it grows to fill the card at first boot.
+    #[serde(default = "default_data_mib")]
+    pub data_mib: u64,
+}
+
+impl Default for ImageConfig {
+    fn default() -> Self {
+        ImageConfig {
+            name: None,
+            boot_mib: default_boot_mib(),
+            root_mib: default_root_mib(),
+            data_mib: default_data_mib(),
+        }
+    }
+}
+
+fn default_boot_mib() -> u64 {
+    256
+}
+fn default_root_mib() -> u64 {
+    1024
+}
+fn default_data_mib() -> u64 {
+    64
+}
+
+/// What the FAT boot partition holds.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BootConfig {
+    /// Files copied from the root tree onto the boot partition.
+    #[serde(default)]
+    pub files: Vec<BootFile>,
+}
+
+/// Root-tree files (a glob, e.g. `/usr/lib/raspi-firmware/*.elf`) copied
+/// into a directory of the boot partition (`to`, default its root).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BootFile {
+    pub from: String,
+    #[serde(default)]
+    pub to: String,
 }
 
 fn default_suite() -> String {

@@ -8,6 +8,7 @@ pub mod debian;
 pub mod doctor;
 pub mod export;
 pub mod fetch;
+pub mod image;
 pub mod lock;
 pub mod mirror;
 pub mod pipeline;

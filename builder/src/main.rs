@@ -1,7 +1,7 @@
 //! `builder`: builds read-only Raspberry Pi images from Debian packages,
 //! without root. See README.md for the two commands that matter.
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use builder::config::Project;
 use builder::pipeline::{Context, Options};
 use clap::{Parser, Subcommand};
@@ -38,9 +38,29 @@ struct Cli {
 enum Command {
     /// Build the board's image (the default command).
     Build {
+        /// Output directory (default: out/<board> in the workspace).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Also write <name>.img.gz.
+        #[arg(long)]
+        gzip: bool,
         /// Also write the root filesystem as a tar archive to this path.
         #[arg(long, value_name = "FILE")]
         rootfs_tar: Option<PathBuf>,
+    },
+    /// Show an image's partitions, or list/print files on one of them.
+    Inspect {
+        /// The .img file.
+        image: PathBuf,
+        /// Partition number (1 boot, 2 root A, 3 root B, 4 data).
+        #[arg(long, short)]
+        partition: Option<usize>,
+        /// List this directory of the partition.
+        #[arg(long, value_name = "PATH", conflicts_with = "cat")]
+        ls: Option<String>,
+        /// Print this file of the partition.
+        #[arg(long, value_name = "PATH")]
+        cat: Option<String>,
     },
     /// List the boards, one line each.
     Boards,
@@ -86,7 +106,36 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.cache_dir {
         options.cache_dir = dir.clone();
     }
-    match cli.command.unwrap_or(Command::Build { rootfs_tar: None }) {
+    match cli.command.unwrap_or(Command::Build {
+        out: None,
+        gzip: false,
+        rootfs_tar: None,
+    }) {
+        Command::Inspect {
+            image,
+            partition,
+            ls,
+            cat,
+        } => {
+            match (partition, ls, cat) {
+                (None, None, None) => {
+                    let file = std::fs::File::open(&image)
+                        .with_context(|| format!("opening {}", image.display()))?;
+                    print!("{}", builder::image::inspect::table(&file)?);
+                }
+                (Some(number), Some(dir), None) => {
+                    for line in builder::image::inspect::list(&image, number, &dir)? {
+                        println!("{line}");
+                    }
+                }
+                (Some(number), None, Some(path)) => {
+                    let bytes = builder::image::inspect::read(&image, number, &path)?;
+                    std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+                }
+                _ => anyhow::bail!("use --partition N with --ls PATH or --cat PATH, or neither"),
+            }
+            Ok(())
+        }
         Command::Boards => {
             for name in project.board_names() {
                 let board = project.board(&name)?;
@@ -131,7 +180,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Build { rootfs_tar } => {
+        Command::Build {
+            out,
+            gzip,
+            rootfs_tar,
+        } => {
+            let out =
+                out.unwrap_or_else(|| Project::from_workspace().root.join("out").join(&cli.board));
             let context = Context::new(project, &options)?;
             let (lock, tree) = context.rootfs()?;
             if let Some(path) = rootfs_tar {
@@ -145,6 +200,17 @@ fn run(cli: Cli) -> Result<()> {
                 tree.content_size() as f64 / 1e6,
                 tree.digest()
             );
+            let built = builder::image::build(
+                &context,
+                &lock,
+                &tree,
+                &out,
+                &builder::image::OutputOptions { gzip },
+            )?;
+            for file in &built.files {
+                let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+                println!("  {:<50} {:>8.1} MB", file.display(), size as f64 / 1e6);
+            }
             Ok(())
         }
     }

@@ -118,11 +118,12 @@ fn resolves_qemu_virt_from_the_signed_archive() {
     assert!(error.contains("did you mean alsa-utils"), "{error}");
 }
 
-fn assemble(cache: &Path) -> (Tree, Context) {
+fn build_image(cache: &Path, out: &Path) -> (Tree, Context, builder::image::Built) {
     let project = workspace();
     let context = Context::new(project.clone(), &options(&project, cache)).unwrap();
-    let (_, tree) = context.rootfs().unwrap();
-    (tree, context)
+    let (lock, tree) = context.rootfs().unwrap();
+    let built = builder::image::build(&context, &lock, &tree, out, &Default::default()).unwrap();
+    (tree, context, built)
 }
 
 fn text(tree: &Tree, context: &Context, path: &str) -> String {
@@ -134,16 +135,54 @@ fn text(tree: &Tree, context: &Context, path: &str) -> String {
     .unwrap()
 }
 
+fn host_tool(name: &str) -> Option<PathBuf> {
+    let found = builder::doctor::which(name).or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!("{name} is needed by this test; .ci/run installs it");
+        }
+        eprintln!("skipping the {name} check: {name} is not installed");
+    }
+    found
+}
+
 #[test]
-fn qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches() {
-    if !prerequisites_or_skip("qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches") {
+fn qemu_virt_image_is_complete_and_reproducible_from_empty_caches() {
+    if !prerequisites_or_skip("qemu_virt_image_is_complete_and_reproducible_from_empty_caches") {
         return;
     }
     let (cache_a, cache_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (tree, context) = assemble(cache_a.path());
-    let (again, _) = assemble(cache_b.path());
+    let (out_a, out_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (tree, context, built) = build_image(cache_a.path(), out_a.path());
+    let (again, _, built_b) = build_image(cache_b.path(), out_b.path());
     assert_eq!(tree.digest(), again.digest(), "same lock, same tree");
+    for name in [
+        "vinyl-qemu-virt.img",
+        "vinyl-qemu-virt.img.xz",
+        "vinyl-qemu-virt.bmap",
+        "manifest.json",
+        "vinyl-qemu-virt.spdx.json",
+    ] {
+        let digest =
+            |dir: &Path| builder::store::sha256_hex(&std::fs::read(dir.join(name)).unwrap());
+        assert_eq!(
+            digest(out_a.path()),
+            digest(out_b.path()),
+            "{name} differs between two builds"
+        );
+    }
+    assert_eq!(built.layout, built_b.layout);
 
+    check_tree(&tree, &context);
+    check_image(&tree, &built, out_a.path());
+}
+
+fn check_tree(tree: &Tree, context: &Context) {
     // Merged /usr, and the dynamic loader where aarch64 binaries look for it.
     assert_eq!(
         tree.get("bin").unwrap().kind,
@@ -157,14 +196,14 @@ fn qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches() {
         Some(true)
     );
     // Accounts from base-passwd, sysusers.d and the recipe; no passwords.
-    let passwd = text(&tree, &context, "etc/passwd");
+    let passwd = text(tree, context, "etc/passwd");
     assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
     assert!(passwd.contains("systemd-network:x:"), "{passwd}");
     assert!(passwd.contains("vinyl-streamd:x:"), "{passwd}");
-    let group = text(&tree, &context, "etc/group");
+    let group = text(tree, context, "etc/group");
     let audio = group.lines().find(|l| l.starts_with("audio:")).unwrap();
     assert!(audio.ends_with("vinyl-streamd"), "{audio}");
-    let shadow = text(&tree, &context, "etc/shadow");
+    let shadow = text(tree, context, "etc/shadow");
     assert!(
         shadow
             .lines()
@@ -195,12 +234,12 @@ fn qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches() {
         "EM_AARCH64"
     );
     // Only the needed kernel modules, with kmod's indexes.
-    let version = builder::rootfs::modules::kernel_versions(&tree)
+    let version = builder::rootfs::modules::kernel_versions(tree)
         .pop()
         .unwrap();
     let dep = text(
-        &tree,
-        &context,
+        tree,
+        context,
         &format!("usr/lib/modules/{version}/modules.dep"),
     );
     let aloop = dep
@@ -218,7 +257,7 @@ fn qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches() {
     assert!(tree.get("usr/share/man").is_none());
     assert!(tree.get("usr/share/doc/systemd/copyright").is_some());
     assert!(
-        text(&tree, &context, "var/lib/dpkg/status")
+        text(tree, context, "var/lib/dpkg/status")
             .contains("Package: systemd\nStatus: install ok installed\n")
     );
     // Nothing in the tree comes from the host: every owner is a known account.
@@ -230,6 +269,126 @@ fn qemu_virt_rootfs_is_complete_and_reproducible_from_empty_caches() {
         tree.iter().all(|(_, n)| ids.contains(&n.uid)),
         "unknown owner in tree"
     );
-    assert_eq!(text(&tree, &context, "etc/hostname"), "turntable\n");
-    let _: PathBuf = context.store.root().to_path_buf();
+    assert_eq!(text(tree, context, "etc/hostname"), "turntable\n");
+}
+
+/// The image judged by e2fsck, ext4-view (every file of the tree read back),
+/// bmaptool and sha256sum.
+fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
+    use builder::image::layout::Role;
+    let image = &built.image;
+    if let Some(e2fsck) = host_tool("e2fsck") {
+        for role in [Role::RootA, Role::Data] {
+            let offset = built.layout.partition(role).offset;
+            let status = std::process::Command::new(&e2fsck)
+                .arg("-fn")
+                .arg(format!("{}?offset={offset}", image.display()))
+                .output()
+                .unwrap();
+            assert!(
+                status.status.success(),
+                "e2fsck on {role:?}: {}",
+                String::from_utf8_lossy(&status.stdout)
+            );
+        }
+    }
+
+    // Every tree entry, read back from root slot A by an independent reader.
+    let file = std::fs::File::open(image).unwrap();
+    let offset = built.layout.partition(Role::RootA).offset;
+    struct At(std::fs::File, u64);
+    impl ext4_view::Ext4Read for At {
+        fn read(
+            &mut self,
+            start: u64,
+            dst: &mut [u8],
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            std::os::unix::fs::FileExt::read_exact_at(&self.0, dst, self.1 + start)?;
+            Ok(())
+        }
+    }
+    let fs = ext4_view::Ext4::load(Box::new(At(file, offset))).unwrap();
+    let mut checked = 0;
+    for (path, node) in tree.iter() {
+        let abs = format!("/{path}");
+        let meta = fs
+            .symlink_metadata(abs.as_str())
+            .unwrap_or_else(|e| panic!("{abs}: {e}"));
+        if !matches!(node.kind, Kind::Hardlink { .. }) {
+            assert_eq!(u32::from(meta.mode()) & 0o7777, node.mode, "{abs} mode");
+            assert_eq!(
+                (meta.uid(), meta.gid()),
+                (node.uid, node.gid),
+                "{abs} owner"
+            );
+        }
+        match &node.kind {
+            Kind::File { content, .. } => {
+                let bytes = fs.read(abs.as_str()).unwrap();
+                assert_eq!(
+                    builder::store::sha256_hex(&bytes),
+                    builder::rootfs::tree::content_sha256(content),
+                    "{abs}"
+                );
+            }
+            Kind::Symlink { target } => {
+                let read = fs.read_link(abs.as_str()).unwrap();
+                assert_eq!(read.to_str().unwrap(), target, "{abs}");
+            }
+            Kind::Dir => assert!(meta.is_dir(), "{abs}"),
+            _ => {}
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, tree.len());
+
+    // The files users get: checksums, bmap, manifest, SBOM, partition table.
+    let sha = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();
+    let image_sha = builder::store::sha256_hex(&std::fs::read(image).unwrap());
+    assert_eq!(
+        sha("vinyl-qemu-virt.img.sha256"),
+        format!("{image_sha}  vinyl-qemu-virt.img\n")
+    );
+    let manifest: serde_json::Value = serde_json::from_str(&sha("manifest.json")).unwrap();
+    assert_eq!(manifest["image"]["sha256"], image_sha.as_str());
+    assert_eq!(manifest["partitions"].as_array().unwrap().len(), 4);
+    assert!(
+        manifest["files"]["/usr/bin/vinyl-streamd"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    let spdx: serde_json::Value = serde_json::from_str(&sha("vinyl-qemu-virt.spdx.json")).unwrap();
+    assert_eq!(spdx["spdxVersion"], "SPDX-2.3");
+    assert!(
+        spdx["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "systemd")
+    );
+    let table = builder::image::inspect::table(&std::fs::File::open(image).unwrap()).unwrap();
+    assert!(table.contains("ext4 \"root-a\""), "{table}");
+    assert_eq!(
+        builder::image::inspect::read(image, 2, "/etc/hostname").unwrap(),
+        b"turntable\n"
+    );
+
+    if let Some(bmaptool) = host_tool("bmaptool") {
+        let copy = out.join("copy.img");
+        let output = std::process::Command::new(bmaptool)
+            .args(["copy", "--bmap"])
+            .arg(out.join("vinyl-qemu-virt.bmap"))
+            .arg(image)
+            .arg(&copy)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bmaptool: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let copied = builder::store::sha256_hex(&std::fs::read(&copy).unwrap());
+        assert_eq!(copied, image_sha, "a bmap copy equals the image");
+    }
 }

@@ -1,0 +1,326 @@
+//! Files written next to the image: `.img.xz` (and optionally `.img.gz`),
+//! `sha256sum -c` files, a bmaptool `.bmap`, `manifest.json` and an SPDX 2.3
+//! SBOM. All go to temporary files first and are renamed together at the end,
+//! so an interrupted build leaves no half-written output under a final name.
+
+use super::layout::Layout;
+use crate::lock::Lock;
+use crate::pipeline::Context;
+use crate::rootfs::tree::{Kind, Tree, content_sha256};
+use anyhow::{Context as _, Result};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
+
+const BMAP_BLOCK: u64 = 4096;
+
+/// A writer that hashes what passes through.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Byte ranges of the file that hold data (not holes), block-aligned.
+pub fn mapped_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
+    use rustix::fs::{SeekFrom, seek};
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut offset = 0u64;
+    while offset < size {
+        let Ok(start) = seek(file, SeekFrom::Data(offset)) else {
+            break; // no data after `offset`
+        };
+        let end = seek(file, SeekFrom::Hole(start)).unwrap_or(size).min(size);
+        let (start, end) = (
+            start / BMAP_BLOCK * BMAP_BLOCK,
+            end.div_ceil(BMAP_BLOCK) * BMAP_BLOCK,
+        );
+        match ranges.last_mut() {
+            Some(last) if last.1 >= start => last.1 = last.1.max(end),
+            _ => ranges.push((start, end)),
+        }
+        offset = end;
+    }
+    ranges
+}
+
+/// The bmap XML (bmaptool format 2.0) for the given mapped ranges.
+pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<String> {
+    let blocks = size.div_ceil(BMAP_BLOCK);
+    let mapped: u64 = ranges.iter().map(|(s, e)| (e - s) / BMAP_BLOCK).sum();
+    let mut body = String::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    for (start, end) in ranges {
+        let mut hasher = Sha256::new();
+        let mut offset = *start;
+        let end = (*end).min(size);
+        while offset < end {
+            let n = buffer.len().min((end - offset) as usize);
+            file.read_exact_at(&mut buffer[..n], offset)?;
+            hasher.update(&buffer[..n]);
+            offset += n as u64;
+        }
+        let (first, last) = (start / BMAP_BLOCK, end.div_ceil(BMAP_BLOCK) - 1);
+        let range = if first == last {
+            first.to_string()
+        } else {
+            format!("{first}-{last}")
+        };
+        body.push_str(&format!(
+            "        <Range chksum=\"{}\"> {range} </Range>\n",
+            hex::encode(hasher.finalize())
+        ));
+    }
+    let render = |checksum: &str| {
+        format!(
+            "<?xml version=\"1.0\" ?>\n<bmap version=\"2.0\">\n    <ImageSize> {size} </ImageSize>\n    <BlockSize> {BMAP_BLOCK} </BlockSize>\n    <BlocksCount> {blocks} </BlocksCount>\n    <MappedBlocksCount> {mapped} </MappedBlocksCount>\n    <ChecksumType> sha256 </ChecksumType>\n    <BmapFileChecksum> {checksum} </BmapFileChecksum>\n    <BlockMap>\n{body}    </BlockMap>\n</bmap>\n"
+        )
+    };
+    // The file's own checksum is computed with that field all zeros.
+    let checksum = hex::encode(Sha256::digest(render(&"0".repeat(64)).as_bytes()));
+    Ok(render(&checksum))
+}
+
+/// One pass over the image: its SHA-256, the `.xz` and optionally the `.gz`.
+/// Returns (image sha256, xz sha256, gz sha256).
+fn compress(
+    image: &File,
+    size: u64,
+    xz: &NamedTempFile,
+    gz: Option<&NamedTempFile>,
+    context: &Context,
+) -> Result<(String, String, Option<String>)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
+    // A fixed block size keeps the output independent of the thread count.
+    let stream = xz2::stream::MtStreamBuilder::new()
+        .preset(6)
+        .threads(threads)
+        .block_size(24 << 20)
+        .check(xz2::stream::Check::Crc64)
+        .encoder()?;
+    let mut xz_writer = xz2::write::XzEncoder::new_stream(
+        HashingWriter {
+            inner: BufWriter::new(xz.as_file()),
+            hasher: Sha256::new(),
+        },
+        stream,
+    );
+    let mut gz_writer = gz.map(|gz| {
+        flate2::write::GzEncoder::new(
+            HashingWriter {
+                inner: BufWriter::new(gz.as_file()),
+                hasher: Sha256::new(),
+            },
+            flate2::Compression::new(6),
+        )
+    });
+    let mut image_hash = Sha256::new();
+    let mut reader = io::BufReader::with_capacity(4 << 20, image);
+    let mut buffer = vec![0u8; 4 << 20];
+    let stage = context.progress.stage("compress", size, true);
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            break;
+        }
+        image_hash.update(&buffer[..n]);
+        xz_writer.write_all(&buffer[..n])?;
+        if let Some(gz) = gz_writer.as_mut() {
+            gz.write_all(&buffer[..n])?;
+        }
+        stage.inc(n as u64);
+    }
+    let mut xz_out = xz_writer.finish()?;
+    xz_out.flush()?;
+    let gz_hash = match gz_writer {
+        Some(gz) => {
+            let mut out = gz.finish()?;
+            out.flush()?;
+            Some(hex::encode(out.hasher.finalize()))
+        }
+        None => None,
+    };
+    stage.finish("xz");
+    Ok((
+        hex::encode(image_hash.finalize()),
+        hex::encode(xz_out.hasher.finalize()),
+        gz_hash,
+    ))
+}
+
+/// The manifest: board, lock, packages, partitions and every file's digest.
+pub fn manifest(
+    context: &Context,
+    lock: &Lock,
+    tree: &Tree,
+    layout: &Layout,
+    image_sha256: &str,
+) -> serde_json::Value {
+    let files: serde_json::Map<String, serde_json::Value> = tree
+        .iter()
+        .filter_map(|(path, node)| {
+            let value = match &node.kind {
+                Kind::File { content, .. } => format!("sha256:{}", content_sha256(content)),
+                Kind::Symlink { target } => format!("symlink:{target}"),
+                Kind::Hardlink { target } => format!("hardlink:{target}"),
+                _ => return None,
+            };
+            Some((format!("/{path}"), json!(value)))
+        })
+        .collect();
+    json!({
+        "board": context.board.name,
+        "image": { "sha256": image_sha256, "size": layout.size },
+        "lock": { "digest": lock.digest(), "suite": lock.suite, "release-date": lock.release_date,
+                  "source-date-epoch": lock.source_date_epoch },
+        "tree": tree.digest(),
+        "packages": lock.image_packages().map(|p| json!({
+            "name": p.name, "version": p.version, "architecture": p.architecture, "sha256": p.sha256,
+        })).collect::<Vec<_>>(),
+        "disk-id": format!("{:08x}", layout.disk_id),
+        "partitions": layout.partitions,
+        "files": files,
+    })
+}
+
+/// An SPDX 2.3 JSON document describing the image and its Debian packages.
+pub fn spdx(name: &str, lock: &Lock, image_sha256: &str) -> serde_json::Value {
+    let created = {
+        let t = lock.source_date_epoch;
+        let (year, month, day) = super::civil_date(t);
+        let (h, m, s) = (
+            t.rem_euclid(86_400) / 3600,
+            t.rem_euclid(3600) / 60,
+            t.rem_euclid(60),
+        );
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}Z")
+    };
+    let spdx_id = |name: &str| {
+        let clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        format!("SPDXRef-Package-deb-{clean}")
+    };
+    let mut packages = vec![json!({
+        "name": name, "SPDXID": "SPDXRef-Image", "versionInfo": lock.digest(),
+        "downloadLocation": "NOASSERTION", "filesAnalyzed": false,
+        "checksums": [{ "algorithm": "SHA256", "checksumValue": image_sha256 }],
+        "primaryPackagePurpose": "OPERATING-SYSTEM",
+        "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION", "copyrightText": "NOASSERTION",
+    })];
+    let mut relationships = vec![json!({
+        "spdxElementId": "SPDXRef-DOCUMENT", "relationshipType": "DESCRIBES", "relatedSpdxElement": "SPDXRef-Image",
+    })];
+    for p in lock.image_packages() {
+        packages.push(json!({
+            "name": p.name, "SPDXID": spdx_id(&p.name), "versionInfo": p.version,
+            "supplier": "Organization: Debian", "downloadLocation": "NOASSERTION", "filesAnalyzed": false,
+            "sourceInfo": format!("built from Debian source package {}", p.source),
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": p.sha256 }],
+            "externalRefs": [{ "referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl",
+                "referenceLocator": format!("pkg:deb/debian/{}@{}?arch={}&distro=debian-13", p.name, p.version.replace(':', "%3A"), p.architecture) }],
+            "licenseConcluded": "NOASSERTION", "licenseDeclared": "NOASSERTION", "copyrightText": "NOASSERTION",
+        }));
+        relationships.push(json!({
+            "spdxElementId": "SPDXRef-Image", "relationshipType": "CONTAINS", "relatedSpdxElement": spdx_id(&p.name),
+        }));
+    }
+    json!({
+        "spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
+        "name": name,
+        "documentNamespace": format!("urn:vinyl-builder:{name}:{}", lock.digest().trim_start_matches("sha256:")),
+        "creationInfo": { "created": created, "creators": [concat!("Tool: vinyl-builder-", env!("CARGO_PKG_VERSION"))] },
+        "packages": packages,
+        "relationships": relationships,
+    })
+}
+
+/// Writes every companion file, then renames all of them and the image into place.
+#[allow(clippy::too_many_arguments)]
+pub fn write_all(
+    context: &Context,
+    lock: &Lock,
+    tree: &Tree,
+    layout: &Layout,
+    image: NamedTempFile,
+    out_dir: &Path,
+    name: &str,
+    options: &super::OutputOptions,
+) -> Result<Vec<PathBuf>> {
+    let temp = || NamedTempFile::new_in(out_dir).context("creating a file in the output directory");
+    let xz = temp()?;
+    let gz = if options.gzip { Some(temp()?) } else { None };
+    let (image_sha, xz_sha, gz_sha) =
+        compress(image.as_file(), layout.size, &xz, gz.as_ref(), context)?;
+    let ranges = mapped_ranges(image.as_file(), layout.size);
+    let text = |content: String| -> Result<NamedTempFile> {
+        let mut file = temp()?;
+        file.write_all(content.as_bytes())?;
+        Ok(file)
+    };
+    let img_name = format!("{name}.img");
+    let mut pending: Vec<(NamedTempFile, String)> = vec![
+        (
+            text(bmap_xml(image.as_file(), layout.size, &ranges)?)?,
+            format!("{name}.bmap"),
+        ),
+        (
+            text(format!("{image_sha}  {img_name}\n"))?,
+            format!("{img_name}.sha256"),
+        ),
+        (
+            text(format!("{xz_sha}  {img_name}.xz\n"))?,
+            format!("{img_name}.xz.sha256"),
+        ),
+        (
+            text(
+                serde_json::to_string_pretty(&manifest(context, lock, tree, layout, &image_sha))?
+                    + "\n",
+            )?,
+            "manifest.json".into(),
+        ),
+        (
+            text(serde_json::to_string_pretty(&spdx(name, lock, &image_sha))? + "\n")?,
+            format!("{name}.spdx.json"),
+        ),
+        (xz, format!("{img_name}.xz")),
+    ];
+    if let (Some(gz), Some(gz_sha)) = (gz, gz_sha) {
+        pending.push((
+            text(format!("{gz_sha}  {img_name}.gz\n"))?,
+            format!("{img_name}.gz.sha256"),
+        ));
+        pending.push((gz, format!("{img_name}.gz")));
+    }
+    pending.push((image, img_name));
+    let mut written = Vec::new();
+    for (file, final_name) in pending {
+        file.as_file().sync_all()?;
+        let path = out_dir.join(&final_name);
+        file.persist(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
