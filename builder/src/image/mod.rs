@@ -19,6 +19,7 @@ use layout::{Ids, Layout, Role, Sizes};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use tempfile::NamedTempFile;
 
 /// Options for the files written next to the image.
 #[derive(Debug, Clone, Default)]
@@ -94,6 +95,24 @@ pub fn build(
     out_dir: &Path,
     options: &OutputOptions,
 ) -> Result<Built> {
+    let (image, layout) = write_disk(context, lock, tree, out_dir)?;
+    let name = image_name(context);
+    let files = outputs::write_all(context, lock, tree, &layout, image, out_dir, &name, options)?;
+    Ok(Built {
+        layout,
+        image: out_dir.join(format!("{name}.img")),
+        files,
+    })
+}
+
+/// Writes the partition table and filesystems into a temporary file in
+/// `out_dir` (not yet under its final name).
+pub fn write_disk(
+    context: &Context,
+    lock: &Lock,
+    tree: &Tree,
+    out_dir: &Path,
+) -> Result<(NamedTempFile, Layout)> {
     let board = &context.board;
     let epoch = lock.source_date_epoch;
     let ids = Ids::new(&board.name, &lock.digest());
@@ -104,7 +123,6 @@ pub fn build(
     };
     let layout = layout::plan(sizes, &ids);
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let name = image_name(context);
 
     let image = tempfile::NamedTempFile::new_in(out_dir)?;
     let file = image.as_file();
@@ -172,12 +190,7 @@ pub fn build(
         layout.partitions.len()
     ));
 
-    let written = outputs::write_all(context, lock, tree, &layout, image, out_dir, &name, options)?;
-    Ok(Built {
-        layout,
-        image: out_dir.join(format!("{name}.img")),
-        files: written,
-    })
+    Ok((image, layout))
 }
 
 /// The MBR: FAT32-LBA boot partition and three Linux partitions.

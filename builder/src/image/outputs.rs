@@ -11,7 +11,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
@@ -129,7 +129,9 @@ fn compress(
         )
     });
     let mut image_hash = Sha256::new();
+    // Read from the start whatever the cursor (SEEK_DATA probes move it).
     let mut reader = io::BufReader::with_capacity(4 << 20, image);
+    reader.seek(io::SeekFrom::Start(0))?;
     let mut buffer = vec![0u8; 4 << 20];
     let stage = context.progress.stage("compress", size, true);
     loop {
