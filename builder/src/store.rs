@@ -109,13 +109,21 @@ impl Store {
         tempfile::NamedTempFile::new_in(&dir).map_err(io_error(&dir))
     }
 
-    /// Adds bytes to the store and returns their digest.
+    /// Adds bytes to the store (durably) and returns their digest.
     pub fn insert(&self, bytes: &[u8]) -> Result<Sha256Hex, StoreError> {
+        self.insert_bytes(bytes, true)
+    }
+
+    fn insert_bytes(&self, bytes: &[u8], durable: bool) -> Result<Sha256Hex, StoreError> {
         let digest = sha256_hex(bytes);
         if !self.contains(&digest) {
             let mut temp = self.temp_file()?;
             temp.write_all(bytes).map_err(io_error(temp.path()))?;
-            self.commit(temp, &digest)?;
+            if durable {
+                self.commit(temp, &digest)?;
+            } else {
+                self.rename_into_place(temp, &digest)?;
+            }
         }
         Ok(digest)
     }
@@ -165,13 +173,7 @@ impl Store {
     /// recording anything that refers to them. Used for the thousands of
     /// small files unpacked from packages, where one sync beats one per file.
     pub fn insert_unsynced(&self, bytes: &[u8]) -> Result<Sha256Hex, StoreError> {
-        let digest = sha256_hex(bytes);
-        if !self.contains(&digest) {
-            let mut temp = self.temp_file()?;
-            temp.write_all(bytes).map_err(io_error(temp.path()))?;
-            self.rename_into_place(temp, &digest)?;
-        }
-        Ok(digest)
+        self.insert_bytes(bytes, false)
     }
 
     /// Flushes everything written to the store's filesystem to disk.

@@ -26,6 +26,29 @@ fn write(root: &Path, files: &[(&str, &str)]) {
     }
 }
 
+/// A throwaway project whose board `x` uses `recipes`, plus `extra` files.
+fn project_x(recipes: &str, extra: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let board = format!(
+        "description = \"x\"\nhostname = \"x\"\nrecipes = {recipes}\n[kernel]\npackage = \"linux-image-arm64\"\n"
+    );
+    write(dir.path(), &[("boards/x.toml", board.as_str())]);
+    write(dir.path(), extra);
+    dir
+}
+
+/// Runs the builder on board `x` of a project.
+fn builder_x(project: &tempfile::TempDir, args: &[&str]) -> Output {
+    let mut all = vec![
+        "--project",
+        project.path().to_str().unwrap(),
+        "--board",
+        "x",
+    ];
+    all.extend_from_slice(args);
+    builder(&all)
+}
+
 #[test]
 fn boards_lists_every_board_with_a_description() {
     let output = builder(&["boards"]);
@@ -75,14 +98,9 @@ fn bad_toml_names_file_line_and_key() {
 
 #[test]
 fn stale_lock_says_to_run_builder_lock_before_any_download() {
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
+    let dir = project_x(
+        "[\"r\"]",
         &[
-            (
-                "boards/x.toml",
-                "description = \"x\"\nhostname = \"x\"\nrecipes = [\"r\"]\n[kernel]\npackage = \"linux-image-arm64\"\n",
-            ),
             ("recipes/r.toml", "packages = [\"bash\"]\n"),
             (
                 "boards/x.lock",
@@ -90,14 +108,7 @@ fn stale_lock_says_to_run_builder_lock_before_any_download() {
             ),
         ],
     );
-    let output = builder(&[
-        "--project",
-        dir.path().to_str().unwrap(),
-        "--board",
-        "x",
-        "--mirror",
-        "http://127.0.0.1:9/none",
-    ]);
+    let output = builder_x(&dir, &["--mirror", "http://127.0.0.1:9/none"]);
     assert_eq!(output.status.code(), Some(1));
     let error = stderr(&output);
     assert!(
@@ -109,23 +120,8 @@ fn stale_lock_says_to_run_builder_lock_before_any_download() {
 
 #[test]
 fn unreachable_mirror_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        &[(
-            "boards/x.toml",
-            "description = \"x\"\nhostname = \"x\"\nrecipes = []\n[kernel]\npackage = \"linux-image-arm64\"\n",
-        )],
-    );
-    let output = builder(&[
-        "--project",
-        dir.path().to_str().unwrap(),
-        "--board",
-        "x",
-        "lock",
-        "--mirror",
-        "http://127.0.0.1:9/debian",
-    ]);
+    let dir = project_x("[]", &[]);
+    let output = builder_x(&dir, &["lock", "--mirror", "http://127.0.0.1:9/debian"]);
     assert_eq!(output.status.code(), Some(1));
     let error = stderr(&output);
     assert!(
