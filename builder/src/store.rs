@@ -241,6 +241,36 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_writers_of_the_same_blob_are_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes: Vec<u8> = (0..1_000_000u32).map(|i| (i * 7) as u8).collect();
+        let digest = sha256_hex(&bytes);
+        std::thread::scope(|scope| {
+            for n in 0..8 {
+                let (root, bytes, digest) = (dir.path(), &bytes, &digest);
+                scope.spawn(move || {
+                    // Separate Store handles, as two builds would have.
+                    let store = Store::open(root).unwrap();
+                    if n % 2 == 0 {
+                        assert_eq!(&store.insert_unsynced(bytes).unwrap(), digest);
+                    } else {
+                        store
+                            .insert_verified("x", &bytes[..], bytes.len() as u64, digest, |_| {})
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.read(&digest).unwrap(), bytes);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0,
+            "no temp files left"
+        );
+    }
+
+    #[test]
     fn verified_insert_rejects_wrong_bytes_and_leaves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
