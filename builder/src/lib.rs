@@ -1,6 +1,7 @@
 //! The image builder: recipes → locked Debian packages → rootfs tree → image.
 
 pub mod archive;
+pub mod boot;
 pub mod config;
 pub mod cross;
 pub mod deb;
