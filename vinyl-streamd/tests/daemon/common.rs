@@ -266,6 +266,18 @@ pub fn decode_bytes(ogg: Vec<u8>) -> Vec<f32> {
     )
 }
 
+/// Decodes the first three seconds of a stream URL and checks ffmpeg
+/// delivered (nearly) all of them.
+pub fn decode_three_seconds(url: &str) -> Vec<f32> {
+    let pcm = ffmpeg_decode(&["-i", url, "-t", "3"], None, Duration::from_secs(15));
+    assert!(
+        pcm.len() >= 2 * 48_000 * 29 / 10,
+        "only {} samples",
+        pcm.len()
+    );
+    pcm
+}
+
 /// Left channel of interleaved stereo.
 pub fn left(stereo: &[f32]) -> Vec<f32> {
     stereo.iter().step_by(2).copied().collect()

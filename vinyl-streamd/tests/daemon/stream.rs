@@ -33,16 +33,7 @@ fn tone_through_ffmpeg(rate: &str) {
         return;
     }
     let d = Daemon::start(&["--source", "tone", "--rate", rate, "--tone-dbfs", "-6"]);
-    let pcm = ffmpeg_decode(
-        &["-i", &d.url("/stream.opus"), "-t", "3"],
-        None,
-        Duration::from_secs(15),
-    );
-    assert!(
-        pcm.len() >= 2 * 48_000 * 29 / 10,
-        "only {} samples",
-        pcm.len()
-    );
+    let pcm = decode_three_seconds(&d.url("/stream.opus"));
     // One second well after the start, an integer number of cycles.
     assert_tone(
         &left(&pcm[2 * 48_000..2 * 96_000]),
@@ -373,16 +364,7 @@ fn wav_file_24bit_44k1_is_streamed_in_a_loop() {
     w.finalize().unwrap();
     let d = Daemon::start(&["--source", "file", "--path", path.to_str().unwrap()]);
     assert_eq!(d.status()["format"], "S24_3LE 44100 Hz 2ch");
-    let pcm = ffmpeg_decode(
-        &["-i", &d.url("/stream.opus"), "-t", "3"],
-        None,
-        Duration::from_secs(15),
-    );
-    assert!(
-        pcm.len() >= 2 * 48_000 * 29 / 10,
-        "only {} samples",
-        pcm.len()
-    );
+    let pcm = decode_three_seconds(&d.url("/stream.opus"));
     // Spans the loop point at 1 s of file time.
     assert_tone(&left(&pcm[2 * 48_000..2 * 96_000]), -12.0, "looped WAV");
     assert_eq!(d.status()["state"], "playing");
@@ -405,16 +387,7 @@ fn flac_stream_is_lossless_enough_to_measure_and_off_by_default() {
             .contains("content-type: audio/flac"),
         "{head}"
     );
-    let pcm = ffmpeg_decode(
-        &["-i", &d.url("/stream.flac"), "-t", "3"],
-        None,
-        Duration::from_secs(15),
-    );
-    assert!(
-        pcm.len() >= 2 * 48_000 * 29 / 10,
-        "only {} samples",
-        pcm.len()
-    );
+    let pcm = decode_three_seconds(&d.url("/stream.flac"));
     let tone = left(&pcm[2 * 48_000..2 * 96_000]);
     assert_tone(&tone, -20.0, "FLAC");
     // Lossless: the decoded tone matches a synthetic one to 24-bit precision
