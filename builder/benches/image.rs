@@ -34,6 +34,7 @@ fn main() {
         .sum::<u64>();
     let start = Instant::now();
     let name = image::image_name(&context);
+    let key = image::build_key(&context, &lock, &tree, &Default::default());
     let files = outputs::write_all(
         &context,
         &lock,
@@ -43,6 +44,7 @@ fn main() {
         out.path(),
         &name,
         &Default::default(),
+        &key,
     )
     .expect("outputs write");
     let compress = start.elapsed().as_secs_f64();

@@ -44,6 +44,9 @@ enum Command {
         /// Also write <name>.img.gz.
         #[arg(long)]
         gzip: bool,
+        /// xz compression level, 0 (fastest) to 9 (smallest).
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+        xz_level: u32,
         /// Also write the root filesystem as a tar archive to this path.
         #[arg(long, value_name = "FILE")]
         rootfs_tar: Option<PathBuf>,
@@ -109,6 +112,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command.unwrap_or(Command::Build {
         out: None,
         gzip: false,
+        xz_level: 6,
         rootfs_tar: None,
     }) {
         Command::Inspect {
@@ -183,6 +187,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Build {
             out,
             gzip,
+            xz_level,
             rootfs_tar,
         } => {
             let out =
@@ -205,8 +210,11 @@ fn run(cli: Cli) -> Result<()> {
                 &lock,
                 &tree,
                 &out,
-                &builder::image::OutputOptions { gzip },
+                &builder::image::OutputOptions { gzip, xz_level },
             )?;
+            if built.up_to_date {
+                println!("  {} is up to date", out.display());
+            }
             for file in &built.files {
                 let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
                 println!("  {:<50} {:>8.1} MB", file.display(), size as f64 / 1e6);

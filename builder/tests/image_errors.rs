@@ -76,7 +76,10 @@ fn a_small_tree_makes_an_inspectable_image() {
         &lock,
         &tree_with(1 << 20),
         &out,
-        &builder::image::OutputOptions { gzip: true },
+        &builder::image::OutputOptions {
+            gzip: true,
+            ..Default::default()
+        },
     )
     .unwrap();
     let mut names: Vec<String> = built
@@ -120,4 +123,44 @@ fn a_small_tree_makes_an_inspectable_image() {
     )
     .unwrap();
     assert_eq!(xz, std::fs::read(&built.image).unwrap());
+}
+
+#[test]
+fn an_unchanged_build_is_up_to_date_and_a_change_rebuilds() {
+    let (dir, context, lock) = project(16);
+    let out = dir.path().join("out");
+    let options = builder::image::OutputOptions {
+        xz_level: 0,
+        ..Default::default()
+    };
+    let tree = tree_with(1 << 20);
+    let first = builder::image::build(&context, &lock, &tree, &out, &options).unwrap();
+    assert!(!first.up_to_date);
+    let image_time = std::fs::metadata(&first.image).unwrap().modified().unwrap();
+    let again = builder::image::build(&context, &lock, &tree, &out, &options).unwrap();
+    assert!(again.up_to_date, "same inputs: nothing to write");
+    assert_eq!(
+        std::fs::metadata(&again.image).unwrap().modified().unwrap(),
+        image_time
+    );
+    assert_eq!(again.layout, first.layout);
+
+    // A changed tree, or a missing output, means a rebuild.
+    let mut changed = tree.clone();
+    changed.insert("etc/hostname", Node::file("other\n", 0o644, 0));
+    assert!(
+        !builder::image::build(&context, &lock, &changed, &out, &options)
+            .unwrap()
+            .up_to_date
+    );
+    std::fs::remove_file(out.join("vinyl-tiny.bmap")).unwrap();
+    assert!(
+        !builder::image::build(&context, &lock, &changed, &out, &options)
+            .unwrap()
+            .up_to_date
+    );
+    assert_eq!(
+        builder::image::inspect::read(&first.image, 2, "/etc/hostname").unwrap(),
+        b"other\n"
+    );
 }

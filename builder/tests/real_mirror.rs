@@ -123,6 +123,7 @@ fn build_image(cache: &Path, out: &Path) -> (Tree, Context, builder::image::Buil
     let context = Context::new(project.clone(), &options(&project, cache)).unwrap();
     let (lock, tree) = context.rootfs().unwrap();
     let built = builder::image::build(&context, &lock, &tree, out, &Default::default()).unwrap();
+    assert!(!built.up_to_date, "a fresh output directory");
     (tree, context, built)
 }
 

@@ -22,10 +22,21 @@ use std::path::{Path, PathBuf};
 use tempfile::NamedTempFile;
 
 /// Options for the files written next to the image.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OutputOptions {
     /// Also write `<name>.img.gz`.
     pub gzip: bool,
+    /// xz preset, 0 (fastest) to 9 (smallest).
+    pub xz_level: u32,
+}
+
+impl Default for OutputOptions {
+    fn default() -> Self {
+        OutputOptions {
+            gzip: false,
+            xz_level: 6,
+        }
+    }
 }
 
 /// What was built, for printing and tests.
@@ -34,6 +45,8 @@ pub struct Built {
     pub layout: Layout,
     pub files: Vec<PathBuf>,
     pub image: PathBuf,
+    /// True when the outputs already matched and nothing was written.
+    pub up_to_date: bool,
 }
 
 /// The image's base name.
@@ -95,14 +108,56 @@ pub fn build(
     out_dir: &Path,
     options: &OutputOptions,
 ) -> Result<Built> {
-    let (image, layout) = write_disk(context, lock, tree, out_dir)?;
     let name = image_name(context);
-    let files = outputs::write_all(context, lock, tree, &layout, image, out_dir, &name, options)?;
+    let key = build_key(context, lock, tree, options);
+    if outputs::up_to_date(out_dir, &name, &key, options) {
+        let ids = Ids::new(&context.board.name, &lock.digest());
+        return Ok(Built {
+            layout: layout::plan(sizes(context), &ids),
+            files: outputs::output_names(&name, options)
+                .iter()
+                .map(|n| out_dir.join(n))
+                .collect(),
+            image: out_dir.join(format!("{name}.img")),
+            up_to_date: true,
+        });
+    }
+    let (image, layout) = write_disk(context, lock, tree, out_dir)?;
+    let files = outputs::write_all(
+        context, lock, tree, &layout, image, out_dir, &name, options, &key,
+    )?;
     Ok(Built {
         layout,
         image: out_dir.join(format!("{name}.img")),
         files,
+        up_to_date: false,
     })
+}
+
+/// Everything the outputs depend on, hashed: the same key means the same
+/// bytes, so an existing set of outputs with this key need not be rewritten.
+pub fn build_key(context: &Context, lock: &Lock, tree: &Tree, options: &OutputOptions) -> String {
+    let inputs = format!(
+        "builder {}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\ngzip {}\nxz {}\n",
+        env!("CARGO_PKG_VERSION"),
+        context.board.name,
+        image_name(context),
+        lock.digest(),
+        tree.digest(),
+        context.board.image,
+        context.board.boot,
+        options.gzip,
+        options.xz_level,
+    );
+    format!("sha256:{}", crate::store::sha256_hex(inputs.as_bytes()))
+}
+
+fn sizes(context: &Context) -> Sizes {
+    Sizes {
+        boot_mib: context.board.image.boot_mib,
+        root_mib: context.board.image.root_mib,
+        data_mib: context.board.image.data_mib,
+    }
 }
 
 /// Writes the partition table and filesystems into a temporary file in
@@ -116,12 +171,7 @@ pub fn write_disk(
     let board = &context.board;
     let epoch = lock.source_date_epoch;
     let ids = Ids::new(&board.name, &lock.digest());
-    let sizes = Sizes {
-        boot_mib: board.image.boot_mib,
-        root_mib: board.image.root_mib,
-        data_mib: board.image.data_mib,
-    };
-    let layout = layout::plan(sizes, &ids);
+    let layout = layout::plan(sizes(context), &ids);
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let image = tempfile::NamedTempFile::new_in(out_dir)?;

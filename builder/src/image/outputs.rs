@@ -102,12 +102,13 @@ fn compress(
     size: u64,
     xz: &NamedTempFile,
     gz: Option<&NamedTempFile>,
+    level: u32,
     context: &Context,
 ) -> Result<(String, String, Option<String>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     // A fixed block size keeps the output independent of the thread count.
     let stream = xz2::stream::MtStreamBuilder::new()
-        .preset(6)
+        .preset(level)
         .threads(threads)
         .block_size(24 << 20)
         .check(xz2::stream::Check::Crc64)
@@ -171,6 +172,7 @@ pub fn manifest(
     tree: &Tree,
     layout: &Layout,
     image_sha256: &str,
+    build_key: &str,
 ) -> serde_json::Value {
     let files: serde_json::Map<String, serde_json::Value> = tree
         .iter()
@@ -186,6 +188,7 @@ pub fn manifest(
         .collect();
     json!({
         "board": context.board.name,
+        "build-key": build_key,
         "image": { "sha256": image_sha256, "size": layout.size },
         "lock": { "digest": lock.digest(), "suite": lock.suite, "release-date": lock.release_date,
                   "source-date-epoch": lock.source_date_epoch },
@@ -258,6 +261,42 @@ pub fn spdx(name: &str, lock: &Lock, image_sha256: &str) -> serde_json::Value {
     })
 }
 
+/// The names of every output file, in the order they are renamed into
+/// place: `manifest.json` last, since its build key vouches for the rest.
+pub fn output_names(name: &str, options: &super::OutputOptions) -> Vec<String> {
+    let mut names = vec![
+        format!("{name}.bmap"),
+        format!("{name}.img.sha256"),
+        format!("{name}.img.xz.sha256"),
+        format!("{name}.spdx.json"),
+        format!("{name}.img.xz"),
+    ];
+    if options.gzip {
+        names.push(format!("{name}.img.gz.sha256"));
+        names.push(format!("{name}.img.gz"));
+    }
+    names.push(format!("{name}.img"));
+    names.push("manifest.json".to_string());
+    names
+}
+
+/// Whether `out_dir` already holds every output, made with `build_key`.
+pub fn up_to_date(
+    out_dir: &Path,
+    name: &str,
+    build_key: &str,
+    options: &super::OutputOptions,
+) -> bool {
+    let recorded = std::fs::read(out_dir.join("manifest.json"))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .and_then(|manifest| manifest["build-key"].as_str().map(String::from));
+    recorded.as_deref() == Some(build_key)
+        && output_names(name, options)
+            .iter()
+            .all(|n| out_dir.join(n).is_file())
+}
+
 /// Writes every companion file, then renames all of them and the image into place.
 #[allow(clippy::too_many_arguments)]
 pub fn write_all(
@@ -269,12 +308,19 @@ pub fn write_all(
     out_dir: &Path,
     name: &str,
     options: &super::OutputOptions,
+    build_key: &str,
 ) -> Result<Vec<PathBuf>> {
     let temp = || NamedTempFile::new_in(out_dir).context("creating a file in the output directory");
     let xz = temp()?;
     let gz = if options.gzip { Some(temp()?) } else { None };
-    let (image_sha, xz_sha, gz_sha) =
-        compress(image.as_file(), layout.size, &xz, gz.as_ref(), context)?;
+    let (image_sha, xz_sha, gz_sha) = compress(
+        image.as_file(),
+        layout.size,
+        &xz,
+        gz.as_ref(),
+        options.xz_level,
+        context,
+    )?;
     let ranges = mapped_ranges(image.as_file(), layout.size);
     let text = |content: String| -> Result<NamedTempFile> {
         let mut file = temp()?;
@@ -282,40 +328,22 @@ pub fn write_all(
         Ok(file)
     };
     let img_name = format!("{name}.img");
-    let mut pending: Vec<(NamedTempFile, String)> = vec![
-        (
-            text(bmap_xml(image.as_file(), layout.size, &ranges)?)?,
-            format!("{name}.bmap"),
-        ),
-        (
-            text(format!("{image_sha}  {img_name}\n"))?,
-            format!("{img_name}.sha256"),
-        ),
-        (
-            text(format!("{xz_sha}  {img_name}.xz\n"))?,
-            format!("{img_name}.xz.sha256"),
-        ),
-        (
-            text(
-                serde_json::to_string_pretty(&manifest(context, lock, tree, layout, &image_sha))?
-                    + "\n",
-            )?,
-            "manifest.json".into(),
-        ),
-        (
-            text(serde_json::to_string_pretty(&spdx(name, lock, &image_sha))? + "\n")?,
-            format!("{name}.spdx.json"),
-        ),
-        (xz, format!("{img_name}.xz")),
+    let manifest = manifest(context, lock, tree, layout, &image_sha, build_key);
+    // In the order of `output_names`.
+    let mut files = vec![
+        text(bmap_xml(image.as_file(), layout.size, &ranges)?)?,
+        text(format!("{image_sha}  {img_name}\n"))?,
+        text(format!("{xz_sha}  {img_name}.xz\n"))?,
+        text(serde_json::to_string_pretty(&spdx(name, lock, &image_sha))? + "\n")?,
+        xz,
     ];
     if let (Some(gz), Some(gz_sha)) = (gz, gz_sha) {
-        pending.push((
-            text(format!("{gz_sha}  {img_name}.gz\n"))?,
-            format!("{img_name}.gz.sha256"),
-        ));
-        pending.push((gz, format!("{img_name}.gz")));
+        files.push(text(format!("{gz_sha}  {img_name}.gz\n"))?);
+        files.push(gz);
     }
-    pending.push((image, img_name));
+    files.push(image);
+    files.push(text(serde_json::to_string_pretty(&manifest)? + "\n")?);
+    let pending = files.into_iter().zip(output_names(name, options));
     let mut written = Vec::new();
     for (file, final_name) in pending {
         file.as_file().sync_all()?;
