@@ -590,14 +590,21 @@ fn resize2fs_can_grow_it() {
         return;
     };
     // 20 GiB: 160 groups need three descriptor blocks instead of one.
+    grow_to_20_gib(&path, &resize2fs);
+    assert_round_trip(&path, &entries);
+}
+
+/// Grows the image file to 20 GiB, runs resize2fs on it, and checks the
+/// result with e2fsck.
+fn grow_to_20_gib(path: &std::path::PathBuf, resize2fs: &std::path::Path) {
     std::fs::OpenOptions::new()
         .write(true)
-        .open(&*path)
+        .open(path)
         .unwrap()
         .set_len(20 << 30)
         .unwrap();
     let out = std::process::Command::new(resize2fs)
-        .arg(&*path)
+        .arg(path)
         .output()
         .unwrap();
     assert!(
@@ -605,8 +612,7 @@ fn resize2fs_can_grow_it() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    e2fsck(&path);
-    assert_round_trip(&path, &entries);
+    e2fsck(path);
 }
 
 /// Sizes above 4 GiB use i_size_high; the content is mostly zeros, so the
@@ -796,23 +802,8 @@ fn reserved_gdt_blocks_for_growth() {
             "{stats}"
         );
         // Grown offline through the reserved blocks, it still checks clean.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&*path)
-            .unwrap()
-            .set_len(20 << 30)
-            .unwrap();
         if let Some(resize2fs) = tool("resize2fs") {
-            let out = std::process::Command::new(resize2fs)
-                .arg(&*path)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            e2fsck(&path);
+            grow_to_20_gib(&path, &resize2fs);
         }
     }
 }
