@@ -46,7 +46,9 @@ pub struct Board {
     pub components: Vec<String>,
     /// Recipes (names under `recipes/`) in the order they apply.
     pub recipes: Vec<String>,
-    pub kernel: KernelConfig,
+    /// The kernel; a board without one (a container's root filesystem, such
+    /// as the QEMU test runner) has no boot chain and no disk image.
+    pub kernel: Option<KernelConfig>,
     #[serde(default)]
     pub image: ImageConfig,
     #[serde(default)]
@@ -65,6 +67,10 @@ pub struct KernelConfig {
     /// Modules the board needs (their dependencies are added).
     #[serde(default)]
     pub modules: Vec<String>,
+    /// Modules the initramfs loads to reach the root filesystem (storage
+    /// controller, block driver, ext4), in addition to being in the root.
+    #[serde(default)]
+    pub initramfs_modules: Vec<String>,
 }
 
 /// The SD card image: its file name and partition sizes.
@@ -112,6 +118,14 @@ pub struct BootConfig {
     /// Files copied from the root tree onto the boot partition.
     #[serde(default)]
     pub files: Vec<BootFile>,
+    /// Kernel command line the boot script starts from (console settings);
+    /// it adds the root, slot and data partition itself.
+    #[serde(default)]
+    pub cmdline: String,
+    /// Lines of the Raspberry Pi firmware's `config.txt`; none means no
+    /// config.txt (boards without the Pi's GPU firmware).
+    #[serde(default)]
+    pub config_txt: Vec<String>,
 }
 
 /// Root-tree files (a glob, e.g. `/usr/lib/raspi-firmware/*.elf`) copied
@@ -151,6 +165,10 @@ pub struct Recipe {
     /// Packages needed only to cross-compile `crates` (a sysroot), never installed.
     #[serde(default)]
     pub sysroot_packages: Vec<String>,
+    /// Packages the builder takes programs from for the initramfs (busybox),
+    /// never installed in the root.
+    #[serde(default)]
+    pub initramfs_packages: Vec<String>,
     /// Directories under `overlay/` copied onto the root, owned by root.
     #[serde(default)]
     pub overlay: Vec<String>,
@@ -325,6 +343,9 @@ pub struct Plan {
     /// Package name → the recipe that asked for it first.
     pub packages: BTreeMap<String, String>,
     pub sysroot_packages: BTreeMap<String, String>,
+    pub initramfs_packages: BTreeMap<String, String>,
+    /// Modules the initramfs loads (also part of `modules`).
+    pub initramfs_modules: Vec<String>,
     pub provides: BTreeSet<String>,
     pub overlays: Vec<String>,
     pub services: Vec<String>,
@@ -339,11 +360,13 @@ impl Plan {
     /// Merges a board's recipes; the kernel package is requested by the board.
     pub fn new(board: &Board, recipes: &[Recipe]) -> Self {
         let mut plan = Plan::default();
-        plan.packages.insert(
-            board.kernel.package.clone(),
-            format!("boards/{}.toml", board.name),
-        );
-        plan.modules.extend(board.kernel.modules.iter().cloned());
+        if let Some(kernel) = &board.kernel {
+            plan.packages
+                .insert(kernel.package.clone(), format!("boards/{}.toml", board.name));
+            plan.modules.extend(kernel.modules.iter().cloned());
+            plan.modules.extend(kernel.initramfs_modules.iter().cloned());
+            plan.initramfs_modules = kernel.initramfs_modules.clone();
+        }
         for recipe in recipes {
             let origin = format!("recipes/{}.toml", recipe.name);
             for package in &recipe.packages {
@@ -355,6 +378,14 @@ impl Plan {
                 plan.sysroot_packages
                     .entry(package.clone())
                     .or_insert_with(|| origin.clone());
+            }
+            // Only a board with a kernel boots through an initramfs.
+            if board.kernel.is_some() {
+                for package in &recipe.initramfs_packages {
+                    plan.initramfs_packages
+                        .entry(package.clone())
+                        .or_insert_with(|| origin.clone());
+                }
             }
             plan.provides.extend(recipe.provides.iter().cloned());
             plan.overlays.extend(recipe.overlay.iter().cloned());

@@ -39,6 +39,8 @@ pub enum Use {
     Image,
     /// Unpacked into the sysroot that workspace crates are cross-compiled against.
     Sysroot,
+    /// Programs taken from it for the initramfs.
+    Initramfs,
 }
 
 /// A board's lock.
@@ -96,6 +98,9 @@ pub fn inputs_digest(board: &Board, plan: &Plan) -> String {
     for name in plan.sysroot_packages.keys() {
         text.push_str(&format!("sysroot={name}\n"));
     }
+    for name in plan.initramfs_packages.keys() {
+        text.push_str(&format!("initramfs={name}\n"));
+    }
     for name in &plan.provides {
         text.push_str(&format!("provides={name}\n"));
     }
@@ -126,7 +131,17 @@ impl Lock {
         let image = resolve::resolve(universe, &requests(&plan.packages)?, &plan.provides)?;
         let sysroot =
             resolve::resolve(universe, &requests(&plan.sysroot_packages)?, &plan.provides)?;
-        let mut all: Vec<usize> = image.iter().chain(&sysroot).copied().collect();
+        let initramfs = resolve::resolve(
+            universe,
+            &requests(&plan.initramfs_packages)?,
+            &plan.provides,
+        )?;
+        let mut all: Vec<usize> = image
+            .iter()
+            .chain(&sysroot)
+            .chain(&initramfs)
+            .copied()
+            .collect();
         all.sort_unstable();
         all.dedup();
 
@@ -134,7 +149,11 @@ impl Lock {
             .iter()
             .map(|&index| {
                 let p = universe.package(index);
-                let used_by = [(Use::Image, &image), (Use::Sysroot, &sysroot)]
+                let used_by = [
+                    (Use::Image, &image),
+                    (Use::Sysroot, &sysroot),
+                    (Use::Initramfs, &initramfs),
+                ]
                     .into_iter()
                     .filter(|(_, set)| set.contains(&index))
                     .map(|(use_, _)| use_)
@@ -236,6 +255,13 @@ impl Lock {
         self.packages
             .iter()
             .filter(|p| p.used_by.contains(&Use::Image))
+    }
+
+    /// Packages the initramfs takes programs from.
+    pub fn initramfs_packages(&self) -> impl Iterator<Item = &LockedPackage> {
+        self.packages
+            .iter()
+            .filter(|p| p.used_by.contains(&Use::Initramfs))
     }
 
     /// Packages that make up the cross-compilation sysroot.

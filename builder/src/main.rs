@@ -27,6 +27,10 @@ struct Cli {
     /// Project directory holding boards/, recipes/ and overlay/ (default: this workspace).
     #[arg(long, global = true, value_name = "DIR")]
     project: Option<PathBuf>,
+    /// Add a recipe to the board's for this build (repeatable); used for test
+    /// layers such as `test-shell`.
+    #[arg(long = "recipe", global = true, value_name = "NAME")]
+    recipes: Vec<String>,
     /// Only print warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -106,6 +110,7 @@ fn run(cli: Cli) -> Result<()> {
     let mut options = Options::for_board(&Project::from_workspace(), &cli.board);
     options.mirror = cli.mirror.clone();
     options.quiet = cli.quiet;
+    options.extra_recipes = cli.recipes.clone();
     if let Some(dir) = &cli.cache_dir {
         options.cache_dir = dir.clone();
     }
@@ -205,6 +210,16 @@ fn run(cli: Cli) -> Result<()> {
                 tree.content_size() as f64 / 1e6,
                 tree.digest()
             );
+            if context.board.kernel.is_none() {
+                // No kernel, no boot chain: the root filesystem is the product
+                // (e.g. a container image for `docker import`).
+                let path = out.join(format!("{}.tar", builder::image::image_name(&context)));
+                std::fs::create_dir_all(&out)
+                    .with_context(|| format!("creating {}", out.display()))?;
+                builder::export::write_tar(&tree, &context.store, &path)?;
+                println!("  {}", path.display());
+                return Ok(());
+            }
             let built = builder::image::build(
                 &context,
                 &lock,

@@ -23,6 +23,8 @@ pub struct Options {
     /// Cargo target directory for cross-compiled crates.
     pub target_dir: PathBuf,
     pub quiet: bool,
+    /// Recipes added to the board's own for this build (test layers).
+    pub extra_recipes: Vec<String>,
 }
 
 impl Options {
@@ -37,6 +39,7 @@ impl Options {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| project.root.join("target")),
             quiet: false,
+            extra_recipes: Vec::new(),
         }
     }
 }
@@ -55,7 +58,12 @@ pub struct Context {
 impl Context {
     /// Loads the board and its recipes and opens the store.
     pub fn new(project: Project, options: &Options) -> Result<Self> {
-        let board = project.board(&options.board)?;
+        let mut board = project.board(&options.board)?;
+        for name in &options.extra_recipes {
+            if !board.recipes.contains(name) {
+                board.recipes.push(name.clone());
+            }
+        }
         let recipes = project.recipes(&board)?;
         let plan = Plan::new(&board, &recipes);
         let store = Store::open(&options.cache_dir)?;

@@ -138,7 +138,7 @@ pub fn build(
 /// bytes, so an existing set of outputs with this key need not be rewritten.
 pub fn build_key(context: &Context, lock: &Lock, tree: &Tree, options: &OutputOptions) -> String {
     let inputs = format!(
-        "builder {}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\ngzip {}\nxz {}\n",
+        "builder {}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\nscript {}\ngzip {}\nxz {}\n",
         env!("CARGO_PKG_VERSION"),
         context.board.name,
         image_name(context),
@@ -146,6 +146,7 @@ pub fn build_key(context: &Context, lock: &Lock, tree: &Tree, options: &OutputOp
         tree.digest(),
         context.board.image,
         context.board.boot,
+        crate::store::sha256_hex(crate::boot::boot_script(&context.board).as_bytes()),
         options.gzip,
         options.xz_level,
     );
@@ -181,7 +182,8 @@ pub fn write_disk(
 
     let stage = context.progress.stage("image", 3, false);
     let boot = layout.partition(Role::Boot);
-    let files = boot_files(context, tree)?;
+    let mut files = boot_files(context, tree)?;
+    files.extend(crate::boot::partition_files(board, lock)?);
     fat::write(
         file,
         boot.offset,

@@ -3,7 +3,7 @@
 //!
 //! Steps run in a fixed order, each a function of the tree so far:
 //! packages → overlays → accounts → tmpfiles → systemd units → kernel
-//! modules → system files → exclusions.
+//! modules → kernel and initramfs in /boot → system files → exclusions.
 
 pub mod modules;
 pub mod overlay;
@@ -45,13 +45,19 @@ pub fn assemble(context: &Context, lock: &Lock, binaries: &[(String, PathBuf)]) 
     let accounts = create_accounts(&mut tree, context, epoch)?;
     apply_tmpfiles(&mut tree, context, &accounts, epoch)?;
     enable_units(&mut tree, context, epoch)?;
-    if !context.plan.modules.is_empty() {
+    if context.board.kernel.is_some() {
         let summary = modules::prune(&mut tree, &context.store, &context.plan.modules, epoch)?;
         tracing::info!(
             "kernel {}: kept {} of {} modules",
             summary.kernel_version,
             summary.kept,
             summary.available
+        );
+        let slot = crate::boot::install_in_slot(&mut tree, context, lock, &summary)?;
+        tracing::info!(
+            "initramfs: {} KiB, modules {}",
+            slot.initramfs_size / 1024,
+            slot.initramfs_modules.join(" ")
         );
     }
     write_system_files(&mut tree, context, epoch);

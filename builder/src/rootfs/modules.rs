@@ -12,11 +12,15 @@ use std::collections::BTreeMap;
 const MODINFO_FORMAT: u32 = 1;
 
 /// What the module step kept.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ModuleSummary {
     pub kernel_version: String,
     pub kept: usize,
     pub available: usize,
+    /// Metadata of the kept modules by path below `usr/lib/modules/<version>`.
+    pub infos: BTreeMap<String, ModuleInfo>,
+    /// The kernel's `modules.builtin`.
+    pub builtin: String,
 }
 
 /// The kernel versions with a module tree (`usr/lib/modules/<version>`).
@@ -98,7 +102,49 @@ pub fn prune(
         kernel_version: version.clone(),
         kept: kept.len(),
         available: infos.len(),
+        infos: kept,
+        builtin,
     })
+}
+
+/// The module files (paths below `usr/lib/modules/<version>`) that `wanted`
+/// needs, in an order `insmod` can load them: dependencies first.
+pub fn load_order(
+    infos: &BTreeMap<String, ModuleInfo>,
+    builtin: &str,
+    wanted: &[String],
+) -> Result<Vec<String>> {
+    let keep = kernel_modules::closure(infos, builtin, wanted)?;
+    let by_name: BTreeMap<&str, &String> = keep
+        .iter()
+        .map(|path| (infos[path].name.as_str(), path))
+        .collect();
+    // Depth first, dependencies before dependants; `seen` also breaks
+    // softdep cycles.
+    fn visit<'a>(
+        path: &'a String,
+        infos: &'a BTreeMap<String, ModuleInfo>,
+        by_name: &BTreeMap<&str, &'a String>,
+        seen: &mut std::collections::BTreeSet<&'a String>,
+        order: &mut Vec<String>,
+    ) {
+        if !seen.insert(path) {
+            return;
+        }
+        let info = &infos[path];
+        for dependency in info.softdep_pre.iter().chain(&info.depends) {
+            if let Some(dependency) = by_name.get(dependency.as_str()) {
+                visit(dependency, infos, by_name, seen, order);
+            }
+        }
+        order.push(path.clone());
+    }
+    let mut order = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for path in &keep {
+        visit(path, infos, &by_name, &mut seen, &mut order);
+    }
+    Ok(order)
 }
 
 /// Parsed metadata of every module, cached by the digest of the module set:
