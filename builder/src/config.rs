@@ -361,10 +361,13 @@ impl Plan {
     pub fn new(board: &Board, recipes: &[Recipe]) -> Self {
         let mut plan = Plan::default();
         if let Some(kernel) = &board.kernel {
-            plan.packages
-                .insert(kernel.package.clone(), format!("boards/{}.toml", board.name));
+            plan.packages.insert(
+                kernel.package.clone(),
+                format!("boards/{}.toml", board.name),
+            );
             plan.modules.extend(kernel.modules.iter().cloned());
-            plan.modules.extend(kernel.initramfs_modules.iter().cloned());
+            plan.modules
+                .extend(kernel.initramfs_modules.iter().cloned());
             plan.initramfs_modules = kernel.initramfs_modules.clone();
         }
         for recipe in recipes {

@@ -154,10 +154,10 @@ impl Lock {
                     (Use::Sysroot, &sysroot),
                     (Use::Initramfs, &initramfs),
                 ]
-                    .into_iter()
-                    .filter(|(_, set)| set.contains(&index))
-                    .map(|(use_, _)| use_)
-                    .collect();
+                .into_iter()
+                .filter(|(_, set)| set.contains(&index))
+                .map(|(use_, _)| use_)
+                .collect();
                 LockedPackage {
                     name: p.name.clone(),
                     version: p.version.to_string(),

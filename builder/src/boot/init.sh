@@ -88,14 +88,29 @@ done
 mount -t ext4 -o ro "/dev/$dev" /newroot || fail "cannot mount /dev/$dev (slot $slot) read-only as ext4"
 [ -x /newroot/sbin/init ] || fail "slot $slot on /dev/$dev has no /sbin/init"
 
+data_mounted=0
 if [ -n "$data" ]; then
     if ddev=$(find_partuuid "${data#PARTUUID=}") &&
         mount -t ext4 -o rw,noatime,nosuid,nodev "/dev/$ddev" /newroot/data; then
+        data_mounted=1
         say "data partition /dev/$ddev mounted on /data"
     else
         say "WARNING: data partition ${data} is not mounted; nothing persists this boot"
     fi
 fi
+
+# /var is the image's /var with a writable layer on top: on the data
+# partition, so what services keep there survives reboots and updates of
+# the root slots (in RAM when there is no data partition).
+if [ "$data_mounted" = 1 ]; then
+    layer=/newroot/data/var
+else
+    layer=/run/var-layer
+    mkdir -p "$layer" && mount -t tmpfs -o mode=0755 tmpfs "$layer"
+fi
+mkdir -p "$layer/upper" "$layer/work"
+mount -t overlay -o "lowerdir=/newroot/var,upperdir=$layer/upper,workdir=$layer/work" overlay /newroot/var ||
+    say "WARNING: /var is not writable"
 
 # What booted, for the running system (the update client reads it).
 mkdir -p /run/vinyl

@@ -99,13 +99,17 @@ pub fn install_in_slot(
         );
     }
 
-    let order = load_order(&modules.infos, &modules.builtin, &context.plan.initramfs_modules)
-        .with_context(|| {
-            format!(
-                "initramfs modules (`initramfs-modules` in boards/{}.toml)",
-                context.board.name
-            )
-        })?;
+    let order = load_order(
+        &modules.infos,
+        &modules.builtin,
+        &context.plan.initramfs_modules,
+    )
+    .with_context(|| {
+        format!(
+            "initramfs modules (`initramfs-modules` in boards/{}.toml)",
+            context.board.name
+        )
+    })?;
     let dir = format!("usr/lib/modules/{version}");
     let mut files = Vec::new();
     for path in &order {

@@ -3,6 +3,7 @@
 //! grows at first boot. Then the files users download: compressed image,
 //! checksums, bmap, manifest and SBOM.
 
+pub mod edit;
 pub mod ext4;
 pub mod fat;
 pub mod inspect;

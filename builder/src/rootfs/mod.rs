@@ -288,6 +288,19 @@ fn write_system_files(tree: &mut Tree, context: &Context, epoch: i64) {
     );
     // Empty: systemd generates an ID at boot and keeps it on a read-only root.
     tree.insert("etc/machine-id", Node::file("", 0o444, epoch));
+    // The root is read-only and built complete: tell systemd's
+    // ConditionNeedsUpdate= units (ldconfig, sysusers, hwdb) that /etc and
+    // /var already match /usr, as systemd-update-done would.
+    let updated = format!(
+        "# This file was created by the image builder, in place of systemd-update-done.\nTIMESTAMP_NSEC={}\n",
+        i128::from(epoch) * 1_000_000_000
+    );
+    for dir in ["etc", "var"] {
+        tree.insert(
+            &format!("{dir}/.updated"),
+            Node::file(updated.clone(), 0o644, epoch),
+        );
+    }
 }
 
 /// Drops paths matching `exclude` unless they match `keep`; directories go
