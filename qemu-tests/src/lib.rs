@@ -1,1 +1,52 @@
-//! QEMU test harness (grows with the boot-chain work).
+//! Boots built SD card images on emulated aarch64 machines and talks to them,
+//! for end-to-end tests.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use qemu_tests::{MachineConfig, Vm};
+//!
+//! let config = MachineConfig::new(
+//!     "boot",
+//!     "/work/out/vinyl-qemu-virt.img",
+//!     "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+//! )
+//! .with_shell();
+//! let mut vm = Vm::start(config)?;
+//! vm.wait_for_console("Hit any key", Duration::from_secs(30))?;
+//! vm.wait_for_shell(Duration::from_secs(120))?;
+//! let cmdline = vm.run("cat /proc/cmdline", Duration::from_secs(10))?;
+//! assert!(cmdline.success());
+//! # Ok::<(), qemu_tests::Error>(())
+//! ```
+//!
+//! The image is never written: the machine boots from a qcow2 overlay in its
+//! work directory (`target/qemu-tests/<name>-<pid>-<n>/`), where the console
+//! log and QEMU's own output are kept after the test. QEMU runs on the host
+//! or in a container ([`Backend`], `QEMU_TESTS_BACKEND=local|docker`).
+//! Dropping the [`Vm`] — also while a test panics — kills QEMU and removes
+//! its container; QEMU also dies when the test process dies.
+//!
+//! Modules: [`config`] (what to start), [`cmdline`] (QEMU's command line),
+//! [`backend`] (local and docker), [`console`] (the serial log), [`shell`]
+//! (the guest command channel), [`vm`] (a running machine and its cleanup),
+//! [`netns`] (network namespaces), [`qmp`] (QEMU's machine protocol), [`skip`] (the skip-or-fail rule for tests).
+
+pub mod backend;
+pub mod cmdline;
+pub mod config;
+pub mod console;
+pub mod error;
+pub mod netns;
+pub mod qmp;
+pub mod shell;
+pub mod skip;
+pub mod vm;
+pub mod workdir;
+
+pub use backend::{Backend, ExitStatus};
+pub use config::{Boot, Machine, MachineConfig, Network};
+pub use console::Needle;
+pub use error::{Error, Result, VmErrorKind};
+pub use netns::NetNs;
+pub use shell::CommandOutput;
+pub use vm::Vm;
