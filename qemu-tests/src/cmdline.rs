@@ -150,12 +150,25 @@ pub fn qemu_args(config: &MachineConfig, layout: &Layout) -> Result<Vec<String>>
         "-qmp",
         &format!("unix:{},server=on,wait=off", opt_value(&layout.qmp_socket)),
     ]);
-    push(&[
-        "-chardev",
-        &format!("file,id=con,path={}", opt_value(&layout.console_log)),
-        "-serial",
-        "chardev:con",
-    ]);
+    match config.machine {
+        Machine::Virt => push(&[
+            "-chardev",
+            &format!("file,id=con,path={}", opt_value(&layout.console_log)),
+            "-serial",
+            "chardev:con",
+        ]),
+        // A Pi has two UARTs: the PL011 and the mini UART, which Debian's
+        // device trees make the console (U-Boot switches to it early). Both
+        // go into the one log.
+        Machine::Raspi3b | Machine::Raspi4b => push(&[
+            "-chardev",
+            &format!("file,id=con,path={},mux=on", opt_value(&layout.console_log)),
+            "-serial",
+            "chardev:con",
+            "-serial",
+            "chardev:con",
+        ]),
+    }
     if config.no_reboot {
         push(&["-no-reboot"]);
     }
@@ -443,7 +456,8 @@ mod tests {
                 format!(
                     "-M {name} -display none -monitor none \
                      -qmp unix:/t/qemu-tests/m-1-0/qmp.sock,server=on,wait=off \
-                     -chardev file,id=con,path=/t/qemu-tests/m-1-0/console.log -serial chardev:con \
+                     -chardev file,id=con,path=/t/qemu-tests/m-1-0/console.log,mux=on \
+                     -serial chardev:con -serial chardev:con \
                      -kernel /fw/u-boot.bin -dtb /fw/bcm.dtb \
                      -drive if=sd,file=/t/qemu-tests/m-1-0/disk.qcow2,format=qcow2 -nic none"
                 )

@@ -1,0 +1,99 @@
+//! The rpi3 image on QEMU's `raspi3b` machine. The GPU firmware stage can't
+//! be emulated, so QEMU starts the image's own U-Boot (`u-boot.bin` from
+//! its boot partition, Debian's `rpi_arm64`) the way the firmware would,
+//! with the image's Pi 3 device tree; from there everything is the image's:
+//! U-Boot reads the SD card, runs boot.scr, loads slot A's kernel and
+//! initramfs, and the initramfs mounts the root from the SD card (bcm2835
+//! sdhost driver) and starts systemd.
+
+mod test_image;
+
+use builder::config::Project;
+use builder::image::inspect;
+use builder::pipeline::{Context, Options};
+use qemu_tests::{Backend, Machine, MachineConfig, Needle, Vm, skip};
+use std::path::PathBuf;
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(600);
+
+/// Builds the rpi3 image through the normal pipeline (xz level 0).
+fn rpi3_image() -> PathBuf {
+    let project = Project::from_workspace();
+    let mut options = Options::for_board(&project, "rpi3");
+    // Shared with the builder tests: one cross build of vinyl-streamd.
+    options.target_dir = project.root.join("target/builder-tests");
+    options.quiet = true;
+    let out = project.root.join("target/qemu-tests/images/rpi3");
+    let context = Context::new(project, &options).expect("loading board rpi3");
+    let (lock, tree) = context.rootfs().expect("assembling the rpi3 root");
+    let output = builder::image::OutputOptions {
+        gzip: false,
+        xz_level: 0,
+    };
+    builder::image::build(&context, &lock, &tree, &out, &output)
+        .expect("writing the rpi3 image")
+        .image
+}
+
+#[test]
+fn rpi3_image_boots_to_userspace_on_raspi3b() {
+    let name = "rpi3-raspi3b";
+    if !test_image::prerequisites_or_skip(name) {
+        return;
+    }
+    let Some(backend) = skip::required(Backend::from_env()) else {
+        return;
+    };
+    if !skip::backend_ready(backend) {
+        return;
+    }
+    let image = rpi3_image();
+    let dir = image.parent().unwrap().to_path_buf();
+    let mut boot_files = Vec::new();
+    for file in ["u-boot.bin", "bcm2837-rpi-3-b.dtb"] {
+        let path = dir.join(file);
+        std::fs::write(&path, inspect::read(&image, 1, file).unwrap()).unwrap();
+        boot_files.push(path);
+    }
+    let (disk_id, _) = inspect::partitions(&std::fs::File::open(&image).unwrap()).unwrap();
+
+    let _turn = test_image::one_machine_at_a_time();
+    let config = MachineConfig::raspi(
+        name,
+        Machine::Raspi3b,
+        &image,
+        &boot_files[0],
+        Some(boot_files[1].clone()),
+    )
+    .with_backend(backend);
+    let vm = Vm::start(config).unwrap();
+    vm.wait_for_console("RPI 3 Model B", BOOT).unwrap();
+    vm.wait_for_console("vinyl: A/B boot script on mmc 0:1", BOOT)
+        .unwrap();
+    vm.wait_for_console("vinyl: booting slot a from mmc 0:2", BOOT)
+        .unwrap();
+    let cmdline = vm.wait_for_console("Kernel command line:", BOOT).unwrap();
+    assert!(
+        cmdline.contains(&format!("root=PARTUUID={disk_id:08x}-02")),
+        "{cmdline}"
+    );
+    vm.wait_for_console("sdhost-bcm2835", BOOT).unwrap();
+    vm.wait_for_console(
+        "initramfs: switching to slot a (/dev/mmcblk0p2, read-only)",
+        BOOT,
+    )
+    .unwrap();
+    // systemd colours unit names: "Reached target \e[0;1;39mmulti-user.target".
+    vm.wait_for_console(
+        Needle::regex(r"Reached target .{0,20}multi-user\.target"),
+        BOOT,
+    )
+    .unwrap();
+    let console = vm.console_text();
+    assert!(
+        console.contains("initramfs: data partition /dev/mmcblk0p4 mounted on /data"),
+        "{}",
+        vm.diagnostics()
+    );
+}
