@@ -112,6 +112,18 @@ pub fn require(checks: &[Check]) -> anyhow::Result<()> {
     }
 }
 
+/// Why an arm64 image can't be built on this host right now (no Debian
+/// mirror to be found, or no cross toolchain), or `None` if it can. Tests
+/// that build images use it to skip locally and fail in CI.
+pub fn missing_build_prerequisites() -> Option<String> {
+    let env = std::env::var(crate::mirror::MIRROR_ENV).ok();
+    if let Err(e) = crate::mirror::find(None, env.as_deref(), std::path::Path::new("/")) {
+        return Some(e.to_string());
+    }
+    fix_commands(&cross_checks("aarch64-unknown-linux-gnu"))
+        .map(|fix| format!("the cross toolchain is missing; install it with: {fix}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,14 +14,8 @@ use builder::pipeline::{Context, Options};
 use std::path::{Path, PathBuf};
 
 fn prerequisites_or_skip(test: &str) -> bool {
-    let env = std::env::var(builder::mirror::MIRROR_ENV).ok();
-    let mirror = builder::mirror::find(None, env.as_deref(), Path::new("/"));
-    let cross =
-        builder::doctor::fix_commands(&builder::doctor::cross_checks("aarch64-unknown-linux-gnu"));
-    let problem = match (mirror, cross) {
-        (Err(e), _) => e.to_string(),
-        (_, Some(fix)) => format!("the cross toolchain is missing; install it with: {fix}"),
-        (Ok(_), None) => return true,
+    let Some(problem) = builder::doctor::missing_build_prerequisites() else {
+        return true;
     };
     if std::env::var_os("CI").is_some() {
         panic!("{test} cannot run: {problem}");

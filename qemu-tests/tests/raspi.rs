@@ -8,33 +8,11 @@
 
 mod test_image;
 
-use builder::config::Project;
 use builder::image::inspect;
-use builder::pipeline::{Context, Options};
 use qemu_tests::{Backend, Machine, MachineConfig, Needle, Vm, skip};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(600);
-
-/// Builds the rpi3 image through the normal pipeline (xz level 0).
-fn rpi3_image() -> PathBuf {
-    let project = Project::from_workspace();
-    let mut options = Options::for_board(&project, "rpi3");
-    // Shared with the builder tests: one cross build of vinyl-streamd.
-    options.target_dir = project.root.join("target/builder-tests");
-    options.quiet = true;
-    let out = project.root.join("target/qemu-tests/images/rpi3");
-    let context = Context::new(project, &options).expect("loading board rpi3");
-    let (lock, tree) = context.rootfs().expect("assembling the rpi3 root");
-    let output = builder::image::OutputOptions {
-        gzip: false,
-        xz_level: 0,
-    };
-    builder::image::build(&context, &lock, &tree, &out, &output)
-        .expect("writing the rpi3 image")
-        .image
-}
 
 #[test]
 fn rpi3_image_boots_to_userspace_on_raspi3b() {
@@ -48,25 +26,14 @@ fn rpi3_image_boots_to_userspace_on_raspi3b() {
     if !skip::backend_ready(backend) {
         return;
     }
-    let image = rpi3_image();
-    let dir = image.parent().unwrap().to_path_buf();
-    let mut boot_files = Vec::new();
-    for file in ["u-boot.bin", "bcm2837-rpi-3-b.dtb"] {
-        let path = dir.join(file);
-        std::fs::write(&path, inspect::read(&image, 1, file).unwrap()).unwrap();
-        boot_files.push(path);
-    }
+    let image = test_image::build("rpi3", &[]);
+    let u_boot = test_image::boot_file(&image, "u-boot.bin");
+    let device_tree = test_image::boot_file(&image, "bcm2837-rpi-3-b.dtb");
     let (disk_id, _) = inspect::partitions(&std::fs::File::open(&image).unwrap()).unwrap();
 
     let _turn = test_image::one_machine_at_a_time();
-    let config = MachineConfig::raspi(
-        name,
-        Machine::Raspi3b,
-        &image,
-        &boot_files[0],
-        Some(boot_files[1].clone()),
-    )
-    .with_backend(backend);
+    let config = MachineConfig::raspi(name, Machine::Raspi3b, &image, &u_boot, Some(device_tree))
+        .with_backend(backend);
     let vm = Vm::start(config).unwrap();
     vm.wait_for_console("RPI 3 Model B", BOOT).unwrap();
     vm.wait_for_console("vinyl: A/B boot script on mmc 0:1", BOOT)

@@ -19,14 +19,8 @@ pub struct TestImage {
 /// Needs a Debian mirror and the cross toolchain, like any build: a local
 /// run without them skips (printing why), CI fails.
 pub fn prerequisites_or_skip(test: &str) -> bool {
-    let env = std::env::var(builder::mirror::MIRROR_ENV).ok();
-    let mirror = builder::mirror::find(None, env.as_deref(), Path::new("/"));
-    let cross =
-        builder::doctor::fix_commands(&builder::doctor::cross_checks("aarch64-unknown-linux-gnu"));
-    let problem = match (mirror, cross) {
-        (Err(e), _) => e.to_string(),
-        (_, Some(fix)) => format!("the cross toolchain is missing; install it with: {fix}"),
-        (Ok(_), None) => return true,
+    let Some(problem) = builder::doctor::missing_build_prerequisites() else {
+        return true;
     };
     if qemu_tests::skip::in_ci() {
         panic!("{test} cannot run: {problem}");
@@ -35,34 +29,45 @@ pub fn prerequisites_or_skip(test: &str) -> bool {
     false
 }
 
-/// The qemu-virt test image, built on first use (and skipped by the builder
-/// when its outputs are up to date).
+/// Builds `board` (plus `extra_recipes`) through the builder's pipeline into
+/// `target/qemu-tests/images/<board>` with xz level 0 (the tests read the
+/// raw image); an up-to-date image is not rewritten. Returns the image.
+pub fn build(board: &str, extra_recipes: &[&str]) -> PathBuf {
+    let project = Project::from_workspace();
+    let mut options = Options::for_board(&project, board);
+    options.extra_recipes = extra_recipes.iter().map(|r| r.to_string()).collect();
+    // Shared with the builder tests: one cross build of vinyl-streamd.
+    options.target_dir = project.root.join("target/builder-tests");
+    options.quiet = true;
+    let out = project.root.join("target/qemu-tests/images").join(board);
+    let context = Context::new(project, &options).expect("loading the board");
+    let (lock, tree) = context.rootfs().expect("assembling the root");
+    let output = builder::image::OutputOptions {
+        gzip: false,
+        xz_level: 0,
+    };
+    builder::image::build(&context, &lock, &tree, &out, &output)
+        .expect("writing the image")
+        .image
+}
+
+/// A file of the image's boot partition, copied next to the image (for
+/// QEMU's `-bios`, `-kernel` or `-dtb`).
+pub fn boot_file(image: &Path, name: &str) -> PathBuf {
+    let path = image.with_file_name(name);
+    let bytes = builder::image::inspect::read(image, 1, name).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The qemu-virt test image (with the `test-shell` layer), built on first use.
 pub fn qemu_virt() -> &'static TestImage {
     static IMAGE: OnceLock<TestImage> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let project = Project::from_workspace();
-        let mut options = Options::for_board(&project, "qemu-virt");
-        options.extra_recipes = vec!["test-shell".into()];
-        // Shared with the builder tests: one cross build of vinyl-streamd.
-        options.target_dir = project.root.join("target/builder-tests");
-        options.quiet = true;
-        let out = project.root.join("target/qemu-tests/images/qemu-virt");
-        let context = Context::new(project, &options).expect("loading board qemu-virt");
-        let (lock, tree) = context.rootfs().expect("assembling the qemu-virt root");
-        let output = builder::image::OutputOptions {
-            gzip: false,
-            xz_level: 0,
-        };
-        let built = builder::image::build(&context, &lock, &tree, &out, &output)
-            .expect("writing the qemu-virt image");
+        let image = build("qemu-virt", &["test-shell"]);
         // The firmware QEMU runs is the one the image carries.
-        let u_boot = out.join("u-boot.bin");
-        let bytes = builder::image::inspect::read(&built.image, 1, "u-boot.bin").unwrap();
-        std::fs::write(&u_boot, bytes).unwrap();
-        TestImage {
-            image: built.image,
-            u_boot,
-        }
+        let u_boot = boot_file(&image, "u-boot.bin");
+        TestImage { image, u_boot }
     })
 }
 
