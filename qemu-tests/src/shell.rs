@@ -149,6 +149,9 @@ impl ShellChannel {
     pub fn connect(path: &Path) -> io::Result<Self> {
         let stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(READ_SLICE))?;
+        // QEMU stops reading while the guest has not opened the port; a
+        // command is small, but never block forever on a full socket.
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
         Ok(ShellChannel {
             stream,
             parser: Parser::new(),

@@ -201,7 +201,8 @@ impl Vm {
                     VmErrorKind::Timeout,
                     format!(
                         "`{command}` got no answer from the guest shell within {timeout:?}; \
-                     received meanwhile: {pending:?}"
+                     received meanwhile: {:?}",
+                        last_chars(&pending, 2000)
                     ),
                 ),
                 ShellError::Io(e) => self.error(
@@ -403,6 +404,15 @@ impl Drop for Vm {
     }
 }
 
+/// The last `n` characters of `text`.
+fn last_chars(text: &str, n: usize) -> &str {
+    let count = text.chars().count();
+    match text.char_indices().nth(count.saturating_sub(n)) {
+        Some((i, _)) => &text[i..],
+        None => text,
+    }
+}
+
 /// Makes the image and boot file paths absolute (the container sees the same
 /// paths; qcow2 overlays record their backing file's path).
 fn absolutize_inputs(config: &mut MachineConfig) -> Result<()> {
@@ -440,4 +450,17 @@ pub(crate) fn write_command_file(layout: &Layout, command: &str) -> Result<()> {
     );
     fs::write(&layout.command_file, text)
         .map_err(|e| Error::io(format!("writing {}", layout.command_file.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_chars_keeps_the_end() {
+        assert_eq!(last_chars("hello", 3), "llo");
+        assert_eq!(last_chars("hé!", 2), "é!");
+        assert_eq!(last_chars("ab", 5), "ab");
+        assert_eq!(last_chars("", 5), "");
+    }
 }

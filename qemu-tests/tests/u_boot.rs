@@ -200,6 +200,49 @@ fn docker_reports_qemu_errors() {
     qemu_errors_are_reported(Backend::Docker);
 }
 
+/// A reset reboots the machine (a second U-Boot banner, found by the
+/// console cursor), or with `no_reboot` ends QEMU (`wait_exit`).
+fn reset_reboots_or_exits(backend: Backend) {
+    let Some(u_boot) = ready(backend) else { return };
+    let scratch = scratch();
+    let image = blank_image(scratch.path());
+    let config =
+        MachineConfig::new(format!("reset-{backend}"), &image, &u_boot).with_backend(backend);
+    let vm = Vm::start(config.clone()).unwrap();
+    vm.wait_for_console("U-Boot 20", Duration::from_secs(120))
+        .unwrap();
+    vm.wait_for_console("Hit any key", Duration::from_secs(60))
+        .unwrap();
+    let answer = vm.qmp("system_reset", None).unwrap();
+    assert_eq!(answer, r#"{"return": {}}"#);
+    vm.wait_for_console("U-Boot 20", Duration::from_secs(120))
+        .unwrap();
+    assert_eq!(vm.console_text().matches("U-Boot 20").count(), 2);
+    assert_eq!(vm.exit_status().unwrap(), None);
+    drop(vm);
+
+    let mut config = config;
+    config.name = format!("no-reboot-{backend}");
+    config.no_reboot = true;
+    let mut vm = Vm::start(config).unwrap();
+    vm.wait_for_console("Hit any key", Duration::from_secs(120))
+        .unwrap();
+    vm.qmp("system_reset", None).unwrap();
+    let status = vm.wait_exit(Duration::from_secs(60)).unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(vm.console_text().matches("U-Boot 20").count(), 1);
+}
+
+#[test]
+fn local_reset_reboots_or_exits() {
+    reset_reboots_or_exits(Backend::Local);
+}
+
+#[test]
+fn docker_reset_reboots_or_exits() {
+    reset_reboots_or_exits(Backend::Docker);
+}
+
 /// Not a test by itself: run by `qemu_dies_with_the_test_process` as a child
 /// process (with `QEMU_TESTS_CHILD_BACKEND` set), which is then SIGKILLed.
 #[test]

@@ -25,7 +25,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use testcontainers::bollard::models::{DeviceMapping, HostConfig};
 use testcontainers::core::{AccessMode, Mount, WaitFor};
@@ -127,6 +127,7 @@ pub(crate) fn start(
             exit_file,
             qemu_log: layout.qemu_log.clone(),
             exited: None,
+            last_check: None,
         }),
         Err(e) => Err(Error::Setup(format!(
             "docker: starting the QEMU container from {image} failed: {e}"
@@ -140,7 +141,11 @@ pub(crate) struct DockerProcess {
     exit_file: PathBuf,
     qemu_log: PathBuf,
     exited: Option<ExitStatus>,
+    last_check: Option<Instant>,
 }
+
+/// How often [`DockerProcess::try_wait`] asks docker whether the container runs.
+const DOCKER_POLL: Duration = Duration::from_millis(250);
 
 fn append(path: &Path, text: &str) {
     use std::io::Write;
@@ -214,6 +219,11 @@ impl Process for DockerProcess {
         let Some(container) = &self.container else {
             return Ok(self.exited);
         };
+        // Asking docker is a request to the daemon; waits poll often.
+        if self.last_check.is_some_and(|t| t.elapsed() < DOCKER_POLL) {
+            return Ok(None);
+        }
+        self.last_check = Some(Instant::now());
         if container.is_running().unwrap_or(false) {
             return Ok(None);
         }
