@@ -111,6 +111,13 @@ pub fn install_packages(unpacked: &[(&LockedPackage, DebContents)], epoch: i64) 
             tree.insert(&path, node);
         }
     }
+    // Architecture-specific library directories (amd64's /lib64 holds the
+    // dynamic loader every binary names) get their merged-/usr link too.
+    for dir in ["lib32", "lib64", "libx32"] {
+        if tree.get(&format!("usr/{dir}")).is_some_and(Node::is_dir) {
+            tree.insert(dir, Node::symlink(format!("usr/{dir}"), epoch));
+        }
+    }
     tree
 }
 
