@@ -298,18 +298,26 @@ fn qemu_dies_with_the_test_process(backend: Backend) {
     child.wait().unwrap();
     assert_no_process_mentions(&work_dir, Duration::from_secs(10));
     if backend == Backend::Docker {
-        // QEMU is gone (above); the stopped container stays for its logs
-        // until the next docker machine's start sweeps it away.
-        let running = Command::new("docker")
-            .args(["ps", "-q", "--filter"])
-            .arg(format!(
-                "label={}={}",
-                qemu_tests::backend::docker::LABEL,
-                work_dir.display()
-            ))
-            .output()
-            .unwrap();
-        assert!(running.stdout.is_empty(), "the container still runs");
+        // QEMU is gone (above), so the container stops (docker notices
+        // within moments); it stays for its logs until the next docker
+        // machine's start sweeps it away.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let running = Command::new("docker")
+                .args(["ps", "-q", "--filter"])
+                .arg(format!(
+                    "label={}={}",
+                    qemu_tests::backend::docker::LABEL,
+                    work_dir.display()
+                ))
+                .output()
+                .unwrap();
+            if running.stdout.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the container still runs");
+            std::thread::sleep(Duration::from_millis(100));
+        }
         qemu_tests::backend::docker::sweep_stale_containers();
         assert_eq!(
             containers_labelled(&work_dir),
