@@ -16,9 +16,17 @@ pub struct TestImage {
     pub u_boot: PathBuf,
 }
 
-/// Needs a Debian mirror and the cross toolchain, like any build: a local
-/// run without them skips (printing why), CI fails.
+/// Whether a boot test runs: only with `QEMU_TESTS=1` or in CI, and then it
+/// needs a Debian mirror and the cross toolchain like any build (a local run
+/// without them skips, printing why; CI fails).
 pub fn prerequisites_or_skip(test: &str) -> bool {
+    // Whole boots take minutes: a plain local `cargo test` stays fast.
+    if !qemu_tests::skip::in_ci() && std::env::var_os("QEMU_TESTS").is_none() {
+        eprintln!(
+            "SKIPPED {test}: QEMU boot tests take minutes; run them with QEMU_TESTS=1 (CI runs them)"
+        );
+        return false;
+    }
     let Some(problem) = builder::doctor::missing_build_prerequisites() else {
         return true;
     };
