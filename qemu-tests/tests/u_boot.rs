@@ -296,6 +296,9 @@ fn qemu_dies_with_the_test_process(backend: Backend) {
     assert!(!processes_mentioning(&work_dir).is_empty());
     child.kill().unwrap(); // SIGKILL: no unwinding, no Drop
     child.wait().unwrap();
+    // The killed child could not remove its scratch image: do it first, so
+    // a failed assertion below leaves nothing big behind.
+    fs::remove_dir_all(scratch.expect("the child printed its scratch directory")).unwrap();
     assert_no_process_mentions(&work_dir, Duration::from_secs(10));
     if backend == Backend::Docker {
         // QEMU is gone (above), so the container stops (docker notices
@@ -325,9 +328,8 @@ fn qemu_dies_with_the_test_process(backend: Backend) {
             "the stale container was swept"
         );
     }
-    // What the killed child could not tidy: its scratch image, and (by the
-    // next Vm::start's sweep) the overlay.
-    fs::remove_dir_all(scratch.expect("the child printed its scratch directory")).unwrap();
+    // What the killed child could not tidy: (by the next Vm::start's
+    // sweep) the overlay.
     workdir::sweep_stale(work_dir.parent().unwrap());
     assert!(!work_dir.join("disk.qcow2").exists());
     assert!(work_dir.join("console.log").exists());
