@@ -199,8 +199,8 @@ fn run(cli: Cli) -> Result<()> {
                 out.unwrap_or_else(|| Project::from_workspace().root.join("out").join(&cli.board));
             let context = Context::new(project, &options)?;
             let (lock, tree) = context.rootfs()?;
-            if let Some(path) = rootfs_tar {
-                builder::export::write_tar(&tree, &context.store, &path)?;
+            if let Some(path) = &rootfs_tar {
+                builder::export::write_tar(&tree, &context.store, path)?;
             }
             println!(
                 "{}: {} packages, {} files, {:.1} MB, tree {}",
@@ -213,10 +213,16 @@ fn run(cli: Cli) -> Result<()> {
             if context.board.kernel.is_none() {
                 // No kernel, no boot chain: the root filesystem is the product
                 // (e.g. a container image for `docker import`).
-                let path = out.join(format!("{}.tar", builder::image::image_name(&context)));
-                std::fs::create_dir_all(&out)
-                    .with_context(|| format!("creating {}", out.display()))?;
-                builder::export::write_tar(&tree, &context.store, &path)?;
+                // (a --rootfs-tar already written is the product itself).
+                let path = match rootfs_tar {
+                    Some(path) => path,
+                    None => {
+                        let path =
+                            out.join(format!("{}.tar", builder::image::image_name(&context)));
+                        builder::export::write_tar(&tree, &context.store, &path)?;
+                        path
+                    }
+                };
                 println!("  {}", path.display());
                 return Ok(());
             }
