@@ -38,9 +38,13 @@ fn copy_dir(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();
         let dest = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
             std::fs::create_dir_all(&dest).unwrap();
             copy_dir(&entry.path(), &dest);
+        } else if kind.is_symlink() {
+            // e.g. a unit masked by a link to /dev/null
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path()).unwrap(), &dest).unwrap();
         } else {
             std::fs::copy(entry.path(), dest).unwrap();
         }
