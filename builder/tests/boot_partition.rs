@@ -13,16 +13,8 @@ use builder::image::inspect;
 use builder::pipeline::{Context, Options};
 use std::path::{Path, PathBuf};
 
-fn prerequisites_or_skip(test: &str) -> bool {
-    let Some(problem) = builder::doctor::missing_build_prerequisites() else {
-        return true;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} cannot run: {problem}");
-    }
-    eprintln!("skipping {test}: {problem}");
-    false
-}
+mod common;
+use common::prerequisites_or_skip;
 
 /// Builds a board's image through the normal pipeline (xz level 0: these
 /// tests read the raw image only).

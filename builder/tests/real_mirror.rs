@@ -10,16 +10,8 @@ use builder::pipeline::{Context, Options};
 use builder::rootfs::tree::{Kind, Tree};
 use std::path::{Path, PathBuf};
 
-fn prerequisites_or_skip(test: &str) -> bool {
-    let Some(problem) = builder::doctor::missing_build_prerequisites() else {
-        return true;
-    };
-    if std::env::var_os("CI").is_some() {
-        panic!("{test} cannot run: {problem}");
-    }
-    eprintln!("skipping {test}: {problem}");
-    false
-}
+mod common;
+use common::prerequisites_or_skip;
 
 fn workspace() -> Project {
     Project::from_workspace()
