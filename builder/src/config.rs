@@ -53,6 +53,10 @@ pub struct Board {
     pub image: ImageConfig,
     #[serde(default)]
     pub boot: BootConfig,
+    /// What the device is set up with: time servers, SSH keys, WiFi
+    /// (`builder --ntp/--ssh-key/--wifi-*` override it per build).
+    #[serde(default)]
+    pub device: DeviceConfig,
     /// Board name; taken from the file name.
     #[serde(skip)]
     pub name: String,
@@ -126,6 +130,53 @@ pub struct BootConfig {
     /// config.txt (boards without the Pi's GPU firmware).
     #[serde(default)]
     pub config_txt: Vec<String>,
+}
+
+/// Per-device settings: the part of an image a user most often changes.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct DeviceConfig {
+    /// NTP servers (names with IPv6 addresses, or IPv6 addresses) for
+    /// systemd-timesyncd; servers a DHCP server pushes are never used.
+    #[serde(default = "default_ntp")]
+    pub ntp: Vec<String>,
+    /// OpenSSH public keys (`authorized_keys` lines) that may log in as root.
+    /// None means SSH accepts only keys from the boot partition's
+    /// `authorized_keys`; passwords are never accepted.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+    /// The WiFi network joined at boot; a `wifi.txt` on the boot partition
+    /// takes precedence.
+    #[serde(default)]
+    pub wifi: Option<WifiConfig>,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        DeviceConfig {
+            ntp: default_ntp(),
+            ssh_authorized_keys: Vec::new(),
+            wifi: None,
+        }
+    }
+}
+
+/// Debian's NTP pool that has IPv6 addresses (pool number 2).
+fn default_ntp() -> Vec<String> {
+    vec!["2.debian.pool.ntp.org".into()]
+}
+
+/// A WiFi network (WPA2/WPA3 personal).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WifiConfig {
+    pub ssid: String,
+    /// The passphrase (8 to 63 characters) or a 64-digit hex key.
+    pub psk: String,
+    /// Two-letter regulatory country code (e.g. `DE`); required by many
+    /// WiFi chips to use all channels.
+    #[serde(default)]
+    pub country: String,
 }
 
 /// Root-tree files (a glob, e.g. `/usr/lib/raspi-firmware/*.elf`) copied

@@ -6,6 +6,7 @@ pub mod config;
 pub mod cross;
 pub mod deb;
 pub mod debian;
+pub mod device;
 pub mod doctor;
 pub mod export;
 pub mod fetch;

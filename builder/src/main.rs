@@ -31,6 +31,25 @@ struct Cli {
     /// layers such as `test-shell`.
     #[arg(long = "recipe", global = true, value_name = "NAME")]
     recipes: Vec<String>,
+    /// The device's hostname, also its mDNS name `<name>.local` (default: the board's).
+    #[arg(long, global = true, value_name = "NAME")]
+    hostname: Option<String>,
+    /// An OpenSSH public key file (authorized_keys format) whose keys may
+    /// log in as root (repeatable). Passwords are never accepted.
+    #[arg(long = "ssh-key", global = true, value_name = "FILE")]
+    ssh_keys: Vec<PathBuf>,
+    /// NTP server (host name or IPv6 address) replacing the board's list (repeatable).
+    #[arg(long = "ntp", global = true, value_name = "SERVER")]
+    ntp: Vec<String>,
+    /// WiFi network to join (needs --wifi-psk-file; boards with WiFi only).
+    #[arg(long, global = true, value_name = "SSID")]
+    wifi_ssid: Option<String>,
+    /// File holding the WiFi passphrase on its first line.
+    #[arg(long, global = true, value_name = "FILE")]
+    wifi_psk_file: Option<PathBuf>,
+    /// WiFi regulatory country, two letters (e.g. DE).
+    #[arg(long, global = true, value_name = "CC")]
+    wifi_country: Option<String>,
     /// Only print warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -102,6 +121,31 @@ fn main() -> ExitCode {
     }
 }
 
+/// The device-setting flags, with the files they name read.
+fn device_overrides(cli: &Cli) -> Result<builder::device::Overrides> {
+    let read = |flag: &str, path: &PathBuf| -> Result<(String, String)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{flag} {}: cannot read the file", path.display()))?;
+        Ok((path.display().to_string(), text))
+    };
+    Ok(builder::device::Overrides {
+        hostname: cli.hostname.clone(),
+        ntp: cli.ntp.clone(),
+        ssh_key_files: cli
+            .ssh_keys
+            .iter()
+            .map(|path| read("--ssh-key", path))
+            .collect::<Result<_>>()?,
+        wifi_ssid: cli.wifi_ssid.clone(),
+        wifi_psk_file: cli
+            .wifi_psk_file
+            .as_ref()
+            .map(|path| read("--wifi-psk-file", path))
+            .transpose()?,
+        wifi_country: cli.wifi_country.clone(),
+    })
+}
+
 fn run(cli: Cli) -> Result<()> {
     let project = match &cli.project {
         Some(dir) => Project::new(dir),
@@ -111,6 +155,7 @@ fn run(cli: Cli) -> Result<()> {
     options.mirror = cli.mirror.clone();
     options.quiet = cli.quiet;
     options.extra_recipes = cli.recipes.clone();
+    options.device = device_overrides(&cli)?;
     if let Some(dir) = &cli.cache_dir {
         options.cache_dir = dir.clone();
     }

@@ -25,6 +25,8 @@ pub struct Options {
     pub quiet: bool,
     /// Recipes added to the board's own for this build (test layers).
     pub extra_recipes: Vec<String>,
+    /// Device settings from the command line (hostname, NTP, SSH keys, WiFi).
+    pub device: crate::device::Overrides,
 }
 
 impl Options {
@@ -40,6 +42,7 @@ impl Options {
                 .unwrap_or_else(|| project.root.join("target")),
             quiet: false,
             extra_recipes: Vec::new(),
+            device: Default::default(),
         }
     }
 }
@@ -64,8 +67,18 @@ impl Context {
                 board.recipes.push(name.clone());
             }
         }
+        options
+            .device
+            .apply(&mut board)
+            .map_err(|e| anyhow::anyhow!(e))?;
         let recipes = project.recipes(&board)?;
         let plan = Plan::new(&board, &recipes);
+        if board.device.wifi.is_some() && !plan.packages.contains_key("wpasupplicant") {
+            anyhow::bail!(
+                "board {} has no WiFi (none of its recipes installs wpasupplicant); drop --wifi-ssid/--wifi-psk-file",
+                board.name
+            );
+        }
         let store = Store::open(&options.cache_dir)?;
         Ok(Context {
             project,

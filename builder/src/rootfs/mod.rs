@@ -278,22 +278,15 @@ fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// Files every image gets from the board.
+/// Files every image gets from the board and its device settings.
 fn write_system_files(tree: &mut Tree, context: &Context, epoch: i64) {
-    let hostname = &context.board.hostname;
-    tree.insert(
-        "etc/hostname",
-        Node::file(format!("{hostname}\n"), 0o644, epoch),
-    );
-    tree.insert(
-        "etc/hosts",
-        Node::file(
-            format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"),
-            0o644,
-            epoch,
-        ),
-    );
-    // Empty: systemd generates an ID at boot and keeps it on a read-only root.
+    for file in crate::device::files(&context.board) {
+        if file.path.starts_with("root/.ssh/") {
+            tree.insert("root/.ssh", Node::dir(0o700, epoch));
+        }
+        tree.insert(&file.path, Node::file(file.content, file.mode, epoch));
+    }
+    // Empty: the initramfs binds the device's own ID from /data over it.
     tree.insert("etc/machine-id", Node::file("", 0o444, epoch));
     // The root is read-only and built complete: tell systemd's
     // ConditionNeedsUpdate= units (ldconfig, sysusers, hwdb) that /etc and

@@ -1,0 +1,366 @@
+//! Per-device settings (hostname, time servers, SSH keys, WiFi): checked
+//! once, then turned into the files of the root that carry them. Pure: the
+//! CLI reads files and passes their text in.
+
+use crate::config::{Board, DeviceConfig, WifiConfig};
+
+/// Settings given on the command line; each replaces the board's value.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub hostname: Option<String>,
+    /// Replaces the board's NTP servers when not empty.
+    pub ntp: Vec<String>,
+    /// `authorized_keys` files: (path as the user wrote it, text).
+    pub ssh_key_files: Vec<(String, String)>,
+    pub wifi_ssid: Option<String>,
+    /// The passphrase file: (path, text).
+    pub wifi_psk_file: Option<(String, String)>,
+    pub wifi_country: Option<String>,
+}
+
+impl Overrides {
+    /// Applies the overrides to `board` and checks the result; errors name
+    /// the flag or board key and say how to fix it.
+    pub fn apply(&self, board: &mut Board) -> Result<(), String> {
+        if let Some(hostname) = &self.hostname {
+            check_hostname(hostname).map_err(|e| format!("--hostname {hostname:?}: {e}"))?;
+            board.hostname = hostname.clone();
+        }
+        if !self.ntp.is_empty() {
+            board.device.ntp = self.ntp.clone();
+        }
+        for (path, text) in &self.ssh_key_files {
+            let keys = authorized_keys(text).map_err(|e| format!("--ssh-key {path}: {e}"))?;
+            if keys.is_empty() {
+                return Err(format!(
+                    "--ssh-key {path}: the file holds no public key; give the .pub file (e.g. ~/.ssh/id_ed25519.pub)"
+                ));
+            }
+            board.device.ssh_authorized_keys.extend(keys);
+        }
+        match (&self.wifi_ssid, &self.wifi_psk_file) {
+            (Some(ssid), Some((path, text))) => {
+                let psk = text.trim_end_matches(['\n', '\r']).to_string();
+                check_psk(&psk).map_err(|e| format!("--wifi-psk-file {path}: {e}"))?;
+                board.device.wifi = Some(WifiConfig {
+                    ssid: ssid.clone(),
+                    psk,
+                    country: self.wifi_country.clone().unwrap_or_default(),
+                });
+            }
+            (Some(_), None) => {
+                return Err("--wifi-ssid needs --wifi-psk-file FILE (a file holding the passphrase, so it stays out of the shell history)".into());
+            }
+            (None, Some(_)) => return Err("--wifi-psk-file needs --wifi-ssid NAME".into()),
+            (None, None) => {}
+        }
+        if let (Some(country), Some(wifi)) = (&self.wifi_country, &mut board.device.wifi) {
+            wifi.country = country.clone();
+        }
+        check(board)
+    }
+}
+
+/// Checks a board's device settings (whether from its file or from flags).
+pub fn check(board: &Board) -> Result<(), String> {
+    let file = format!("boards/{}.toml", board.name);
+    check_hostname(&board.hostname).map_err(|e| format!("{file}: hostname: {e}"))?;
+    let device = &board.device;
+    if device.ntp.is_empty() {
+        return Err(format!(
+            "{file}: [device] ntp is empty; name at least one NTP server reachable over IPv6"
+        ));
+    }
+    for server in &device.ntp {
+        if server.is_empty() || server.contains(char::is_whitespace) {
+            return Err(format!(
+                "{file}: [device] ntp: {server:?} is not a host name or address"
+            ));
+        }
+    }
+    for key in &device.ssh_authorized_keys {
+        authorized_keys(key).map_err(|e| format!("{file}: [device] ssh-authorized-keys: {e}"))?;
+    }
+    if let Some(wifi) = &device.wifi {
+        check_ssid(&wifi.ssid).map_err(|e| format!("WiFi SSID {:?}: {e}", wifi.ssid))?;
+        check_psk(&wifi.psk).map_err(|e| format!("WiFi passphrase: {e}"))?;
+        let two_letters =
+            wifi.country.len() == 2 && wifi.country.chars().all(|c| c.is_ascii_uppercase());
+        if !wifi.country.is_empty() && !two_letters {
+            return Err(format!(
+                "WiFi country {:?}: use a two-letter upper-case code such as DE or US",
+                wifi.country
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A hostname the device can announce by mDNS: one DNS label.
+pub fn check_hostname(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(())
+    } else {
+        Err("use 1 to 63 letters, digits and inner hyphens (it becomes <name>.local)".into())
+    }
+}
+
+/// The key lines of an `authorized_keys` text (comments and blank lines
+/// dropped); an error names the line that is not a public key.
+pub fn authorized_keys(text: &str) -> Result<Vec<String>, String> {
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    ];
+    let mut keys = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.contains("PRIVATE KEY") {
+            return Err(format!(
+                "line {}: this is a private key; give the public key (the .pub file)",
+                number + 1
+            ));
+        }
+        // A line may start with options (`from="…" ssh-ed25519 AAAA…`).
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let typed = words
+            .windows(2)
+            .any(|w| TYPES.contains(&w[0]) && w[1].starts_with("AAAA"));
+        if !typed {
+            return Err(format!(
+                "line {}: not an OpenSSH public key (expected `ssh-ed25519 AAAA… comment`)",
+                number + 1
+            ));
+        }
+        keys.push(line.to_string());
+    }
+    Ok(keys)
+}
+
+fn check_ssid(ssid: &str) -> Result<(), String> {
+    if ssid.is_empty() || ssid.len() > 32 {
+        return Err("must be 1 to 32 bytes".into());
+    }
+    if ssid.contains(['\n', '\r']) {
+        return Err("must be one line".into());
+    }
+    Ok(())
+}
+
+fn check_psk(psk: &str) -> Result<(), String> {
+    let hex_key = psk.len() == 64 && psk.chars().all(|c| c.is_ascii_hexdigit());
+    let passphrase = (8..=63).contains(&psk.len()) && psk.chars().all(|c| (' '..='~').contains(&c));
+    if hex_key || passphrase {
+        Ok(())
+    } else {
+        Err("a WPA passphrase is 8 to 63 printable ASCII characters on one line (or a 64-digit hex key)".into())
+    }
+}
+
+/// A file of the root made from the device settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceFile {
+    pub path: String,
+    pub content: String,
+    pub mode: u32,
+}
+
+fn file(path: &str, content: String, mode: u32) -> DeviceFile {
+    DeviceFile {
+        path: path.into(),
+        content,
+        mode,
+    }
+}
+
+/// The root's files that carry `board`'s device settings.
+pub fn files(board: &Board) -> Vec<DeviceFile> {
+    let hostname = &board.hostname;
+    let device: &DeviceConfig = &board.device;
+    let mut files = vec![
+        file("etc/hostname", format!("{hostname}\n"), 0o644),
+        file(
+            "etc/hosts",
+            format!(
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+            ),
+            0o644,
+        ),
+        file(
+            "etc/systemd/timesyncd.conf.d/50-device.conf",
+            format!(
+                "# Written by the image builder from the board's [device] ntp (or --ntp).\n[Time]\nNTP={}\n",
+                device.ntp.join(" ")
+            ),
+            0o644,
+        ),
+    ];
+    if !device.ssh_authorized_keys.is_empty() {
+        let mut keys = device.ssh_authorized_keys.join("\n");
+        keys.push('\n');
+        files.push(file("root/.ssh/authorized_keys", keys, 0o600));
+    }
+    if let Some(wifi) = &device.wifi {
+        // The same format as the boot partition's wifi.txt (see wifi-config).
+        files.push(file(
+            "etc/vinyl/wifi.conf",
+            format!(
+                "# Written by the image builder (--wifi-ssid); a wifi.txt on the boot partition wins.\nssid={}\npsk={}\ncountry={}\n",
+                wifi.ssid, wifi.psk, wifi.country
+            ),
+            0o600,
+        ));
+    }
+    files
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn board() -> Board {
+        toml::from_str::<Board>(
+            "description = \"t\"\nhostname = \"turntable\"\nrecipes = []\n[kernel]\npackage = \"k\"\n",
+        )
+        .map(|mut b| {
+            b.name = "t".into();
+            b
+        })
+        .unwrap()
+    }
+
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv5 user@host";
+
+    #[test]
+    fn defaults_give_hostname_hosts_and_ipv6_ntp() {
+        let files = files(&board());
+        let paths: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "etc/hostname",
+                "etc/hosts",
+                "etc/systemd/timesyncd.conf.d/50-device.conf"
+            ]
+        );
+        assert_eq!(files[0].content, "turntable\n");
+        assert!(files[2].content.contains("NTP=2.debian.pool.ntp.org\n"));
+    }
+
+    #[test]
+    fn overrides_replace_the_boards_values() {
+        let mut board = board();
+        let overrides = Overrides {
+            hostname: Some("deck".into()),
+            ntp: vec!["fd00::1".into(), "ntp.example".into()],
+            ssh_key_files: vec![("k.pub".into(), format!("# mine\n{KEY}\n\n"))],
+            wifi_ssid: Some("Home \"5G\"".into()),
+            wifi_psk_file: Some(("psk".into(), "correct horse\n".into())),
+            wifi_country: Some("DE".into()),
+        };
+        overrides.apply(&mut board).unwrap();
+        let files = files(&board);
+        let find = |p: &str| files.iter().find(|f| f.path == p).unwrap();
+        assert_eq!(find("etc/hostname").content, "deck\n");
+        assert!(
+            find("etc/systemd/timesyncd.conf.d/50-device.conf")
+                .content
+                .contains("NTP=fd00::1 ntp.example\n")
+        );
+        let keys = find("root/.ssh/authorized_keys");
+        assert_eq!(
+            (keys.content.as_str(), keys.mode),
+            (&*format!("{KEY}\n"), 0o600)
+        );
+        let wifi = find("etc/vinyl/wifi.conf");
+        assert!(
+            wifi.content
+                .contains("ssid=Home \"5G\"\npsk=correct horse\ncountry=DE\n")
+        );
+        assert_eq!(wifi.mode, 0o600);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_and_the_fix() {
+        let cases = [
+            (
+                Overrides {
+                    hostname: Some("my_pi".into()),
+                    ..Default::default()
+                },
+                "--hostname \"my_pi\"",
+            ),
+            (
+                Overrides {
+                    ssh_key_files: vec![(
+                        "id".into(),
+                        "-----BEGIN OPENSSH PRIVATE KEY-----\n".into(),
+                    )],
+                    ..Default::default()
+                },
+                "--ssh-key id: line 1: this is a private key",
+            ),
+            (
+                Overrides {
+                    ssh_key_files: vec![("k".into(), format!("{KEY}\nhello\n"))],
+                    ..Default::default()
+                },
+                "--ssh-key k: line 2: not an OpenSSH public key",
+            ),
+            (
+                Overrides {
+                    ssh_key_files: vec![("empty.pub".into(), "\n# nothing\n".into())],
+                    ..Default::default()
+                },
+                "--ssh-key empty.pub: the file holds no public key",
+            ),
+            (
+                Overrides {
+                    wifi_ssid: Some("x".into()),
+                    ..Default::default()
+                },
+                "--wifi-ssid needs --wifi-psk-file",
+            ),
+            (
+                Overrides {
+                    wifi_ssid: Some("x".into()),
+                    wifi_psk_file: Some(("p".into(), "short\n".into())),
+                    ..Default::default()
+                },
+                "--wifi-psk-file p: a WPA passphrase is 8 to 63",
+            ),
+            (
+                Overrides {
+                    wifi_ssid: Some("x".into()),
+                    wifi_psk_file: Some(("p".into(), "long enough\n".into())),
+                    wifi_country: Some("de".into()),
+                    ..Default::default()
+                },
+                "WiFi country \"de\"",
+            ),
+        ];
+        for (overrides, expected) in cases {
+            let error = overrides.apply(&mut board()).unwrap_err();
+            assert!(error.starts_with(expected), "{error:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
+    fn keys_with_options_are_accepted() {
+        let line = format!("from=\"fd00::/8\" {KEY}");
+        assert_eq!(authorized_keys(&line).unwrap(), vec![line]);
+    }
+}
