@@ -112,6 +112,34 @@ mkdir -p "$layer/upper" "$layer/work"
 mount -t overlay -o "lowerdir=/newroot/var,upperdir=$layer/upper,workdir=$layer/work" overlay /newroot/var ||
     say "WARNING: /var is not writable"
 
+# The device's identity lives on /data, so it survives updates of the root
+# slots: systemd's machine ID (from which networkd's DHCPv6 DUID and other
+# IDs derive) is made once and bound over the root's empty /etc/machine-id.
+if [ "$data_mounted" = 1 ]; then
+    id_file=/newroot/data/etc/machine-id
+    if ! grep -qE '^[0-9a-f]{32}$' "$id_file" 2>/dev/null; then
+        mkdir -p /newroot/data/etc
+        tr -d '-' < /proc/sys/kernel/random/uuid > "$id_file.new" && sync &&
+            mv "$id_file.new" "$id_file" && sync
+        say "new machine ID $(cat "$id_file")"
+    fi
+    mount --bind "$id_file" /newroot/etc/machine-id && mount -o remount,bind,ro /newroot/etc/machine-id
+fi
+
+# The boot partition (the slot's disk, partition 1) on /boot/firmware,
+# read-only: the running system reads wifi.txt and authorized_keys there.
+disk=$(basename "$(dirname "$(readlink -f "/sys/class/block/$dev")")")
+boot_part=''
+for part in /sys/class/block/"$disk"/*/partition; do
+    [ "$(cat "$part" 2>/dev/null)" = 1 ] && boot_part=$(basename "$(dirname "$part")")
+done
+if [ -n "$boot_part" ] &&
+    mount -t vfat -o ro,nosuid,nodev,noexec,umask=0022 "/dev/$boot_part" /newroot/boot/firmware; then
+    say "boot partition /dev/$boot_part mounted on /boot/firmware"
+else
+    say "WARNING: the boot partition is not mounted on /boot/firmware"
+fi
+
 # What booted, for the running system (the update client reads it).
 mkdir -p /run/vinyl
 cat > /run/vinyl/boot.env <<EOF
@@ -119,6 +147,7 @@ SLOT=$slot
 TRIAL=$trial
 ROOT=$root
 ROOT_DEVICE=/dev/$dev
+BOOT_DEVICE=${boot_part:+/dev/$boot_part}
 EOF
 
 say "switching to slot $slot (/dev/$dev, read-only)"

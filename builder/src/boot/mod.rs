@@ -141,6 +141,8 @@ pub fn install_in_slot(
         Node::symlink(format!("vmlinuz-{version}"), epoch),
     );
     tree.ensure_dir("data", epoch);
+    // Where the initramfs mounts the boot partition (read-only).
+    tree.ensure_dir("boot/firmware", epoch);
     Ok(SlotBoot {
         kernel_version: version.clone(),
         initramfs_modules: files.into_iter().map(|(name, _)| name).collect(),
