@@ -41,9 +41,19 @@ pub fn prerequisites_or_skip(test: &str) -> bool {
 /// `target/qemu-tests/images/<board>` with xz level 0 (the tests read the
 /// raw image); an up-to-date image is not rewritten. Returns the image.
 pub fn build(board: &str, extra_recipes: &[&str]) -> PathBuf {
+    build_with(board, extra_recipes, Default::default())
+}
+
+/// [`build`] with device settings, as `builder --ssh-key/--ntp/…` give them.
+pub fn build_with(
+    board: &str,
+    extra_recipes: &[&str],
+    device: builder::device::Overrides,
+) -> PathBuf {
     let project = Project::from_workspace();
     let mut options = Options::for_board(&project, board);
     options.extra_recipes = extra_recipes.iter().map(|r| r.to_string()).collect();
+    options.device = device;
     // Shared with the builder tests: one cross build of vinyl-streamd.
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
@@ -68,15 +78,50 @@ pub fn boot_file(image: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// The qemu-virt test image (with the `test-shell` layer), built on first use.
+/// The qemu-virt test image, built on first use: the `test-shell` layer,
+/// root's SSH key [`ssh_key`] and the test network's NTP server
+/// ([`NTP_SERVER`]), given the way a user gives them
+/// (`builder --ssh-key … --ntp …`).
 pub fn qemu_virt() -> &'static TestImage {
     static IMAGE: OnceLock<TestImage> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let image = build("qemu-virt", &["test-shell"]);
+        let public = std::fs::read_to_string(ssh_key().with_extension("pub")).unwrap();
+        let device = builder::device::Overrides {
+            ssh_key_files: vec![("id_ed25519.pub".into(), public)],
+            ntp: vec![NTP_SERVER.into()],
+            ..Default::default()
+        };
+        let image = build_with("qemu-virt", &["test-shell"], device);
         // The firmware QEMU runs is the one the image carries.
         let u_boot = boot_file(&image, "u-boot.bin");
         TestImage { image, u_boot }
     })
+}
+
+/// The NTP server the test image asks: the router of the test network.
+pub const NTP_SERVER: &str = "fd42:7669:6e79:1::1";
+
+/// The private key whose public half the test image lets in as root: made
+/// once in `target/qemu-tests/ssh/` (kept, so the image is not rebuilt on
+/// every run), never a key anyone uses elsewhere.
+pub fn ssh_key() -> PathBuf {
+    let dir = Project::from_workspace().root.join("target/qemu-tests/ssh");
+    let key = dir.join("id_ed25519");
+    if !key.exists() || !key.with_extension("pub").exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let partial = dir.join("id_ed25519.new");
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(partial.with_extension("new.pub"));
+        let status = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "qemu-tests", "-f"])
+            .arg(&partial)
+            .status()
+            .expect("running ssh-keygen (package openssh-client)");
+        assert!(status.success(), "ssh-keygen failed");
+        std::fs::rename(dir.join("id_ed25519.new.pub"), key.with_extension("pub")).unwrap();
+        std::fs::rename(&partial, &key).unwrap();
+    }
+    key
 }
 
 /// QEMU machines run one at a time: two cores can't emulate several
