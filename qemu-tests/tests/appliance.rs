@@ -40,7 +40,7 @@ fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Resul
 }
 
 /// The guest's address as the console announces it (`vinyl: address …`),
-/// from the boot that printed `after` on.
+/// the next announcement after what earlier waits matched.
 fn announced_address(vm: &Vm) -> String {
     let line = vm
         .wait_for_console(Needle::regex(r"vinyl: address [0-9a-f:]+"), BOOT)
