@@ -29,7 +29,8 @@
 //! Modules: [`config`] (what to start), [`cmdline`] (QEMU's command line),
 //! [`backend`] (local and docker), [`console`] (the serial log), [`shell`]
 //! (the guest command channel), [`vm`] (a running machine and its cleanup),
-//! [`netns`] (network namespaces), [`qmp`] (QEMU's machine protocol), [`skip`] (the skip-or-fail rule for tests).
+//! [`netns`] (network namespaces), [`qmp`] (QEMU's machine protocol), [`skip`] (the skip-or-fail rule for tests), [`tone`] (what a listener
+//! hears: frequency, level and purity of decoded audio).
 
 pub mod backend;
 pub mod cmdline;
@@ -40,6 +41,7 @@ pub mod netns;
 pub mod qmp;
 pub mod shell;
 pub mod skip;
+pub mod tone;
 pub mod vm;
 pub mod workdir;
 
