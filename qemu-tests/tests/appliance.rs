@@ -14,39 +14,15 @@
 mod test_image;
 mod test_net;
 
-use qemu_tests::{Backend, MachineConfig, Needle, Vm, skip};
+use qemu_tests::{Backend, MachineConfig, Vm, skip};
 use std::time::{Duration, Instant};
-use test_net::TestNet;
+use test_net::{TestNet, eventually};
 
 const BOOT: Duration = Duration::from_secs(480);
 const COMMAND: Duration = Duration::from_secs(60);
 const MAC: &str = "52:54:00:12:34:56";
 /// How much bigger than the image the test's "SD card" is.
 const EXTRA_DISK: u64 = 1 << 30;
-
-/// Polls `check` every 2 s until it returns `Some`, or panics with `what`
-/// and the last value seen.
-fn eventually<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("{what} did not happen within {timeout:?}; last: {last}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_secs(2)),
-        }
-    }
-}
-
-/// The guest's address as the console announces it (`vinyl: address …`),
-/// the next announcement after what earlier waits matched.
-fn announced_address(vm: &Vm) -> String {
-    let line = vm
-        .wait_for_console(Needle::regex(r"vinyl: address [0-9a-f:]+"), BOOT)
-        .unwrap();
-    line.rsplit(' ').next().unwrap().trim().to_string()
-}
 
 fn ssh(net: &TestNet, address: &str, extra: &[&str], command: &str) -> (bool, String) {
     let key = test_image::ssh_key().display().to_string();
@@ -143,7 +119,7 @@ fn appliance_on_an_ipv6_only_network() {
     net.attach_guest();
 
     // The address: SLAAC from the advertised prefix, EUI-64 from the card.
-    let address = announced_address(&vm);
+    let address = test_net::announced_address(&vm, BOOT);
     let to_address = started.elapsed();
     let expected = test_net::eui64_address(MAC);
     assert_eq!(address, expected, "radvd log:\n{}", net.log("radvd"));
@@ -353,7 +329,7 @@ fn appliance_on_an_ipv6_only_network() {
     vm.send("systemctl reboot").unwrap();
     vm.wait_for_console("reboot: Restarting system", BOOT)
         .unwrap();
-    let address_again = announced_address(&vm);
+    let address_again = test_net::announced_address(&vm, BOOT);
     vm.wait_for_shell(BOOT).unwrap();
     assert_eq!(identity(&mut vm, &address_again), before);
     assert_eq!(

@@ -1,5 +1,7 @@
-//! The image the boot tests run: board qemu-virt plus the `test-shell`
-//! recipe, built once per test binary through the builder's normal pipeline
+//! The image the boot tests run: board qemu-virt plus the test layers
+//! `test-shell` (a root shell for the harness) and `test-tone` (a 1 kHz
+//! tone into the snd-aloop virtual sound card, which vinyl-streamd
+//! captures), built once per test binary through the builder's normal pipeline
 //! (the same code `cargo run -p builder` runs), and helpers to derive
 //! scenario images from it.
 
@@ -78,8 +80,8 @@ pub fn boot_file(image: &Path, name: &str) -> PathBuf {
     path
 }
 
-/// The qemu-virt test image, built on first use: the `test-shell` layer,
-/// root's SSH key [`ssh_key`] and the test network's NTP server
+/// The qemu-virt test image, built on first use: the `test-shell` and
+/// `test-tone` layers, root's SSH key [`ssh_key`] and the test network's NTP server
 /// ([`NTP_SERVER`]), given the way a user gives them
 /// (`builder --ssh-key … --ntp …`).
 pub fn qemu_virt() -> &'static TestImage {
@@ -91,7 +93,7 @@ pub fn qemu_virt() -> &'static TestImage {
             ntp: vec![NTP_SERVER.into()],
             ..Default::default()
         };
-        let image = build_with("qemu-virt", &["test-shell"], device);
+        let image = build_with("qemu-virt", &["test-shell", "test-tone"], device);
         // The firmware QEMU runs is the one the image carries.
         let u_boot = boot_file(&image, "u-boot.bin");
         TestImage { image, u_boot }

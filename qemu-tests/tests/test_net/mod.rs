@@ -7,7 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use qemu_tests::{NetNs, Network};
+use qemu_tests::{Needle, NetNs, Network, Vm};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +30,7 @@ pub const PROGRAMS: &[(&str, &str)] = &[
     ("ssh", "openssh-client"),
     ("curl", "curl"),
     ("ping", "iputils-ping"),
+    ("ffmpeg", "ffmpeg"),
 ];
 
 /// Programs of [`PROGRAMS`] missing on this host, as an install command.
@@ -191,6 +192,19 @@ impl TestNet {
         (output.status.success(), text)
     }
 
+    /// A command that runs `program` in the namespace, for a client that
+    /// lives longer than [`TestNet::run`] waits (a stream listener).
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", self.netns.name(), program]);
+        command
+    }
+
+    /// The directory of the network's logs and configuration.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The bridge's interface index (a numeric zone for link-local and
     /// multicast addresses, e.g. `ff02::fb%3`, which every tool accepts).
     pub fn bridge_index(&self) -> u32 {
@@ -224,6 +238,34 @@ impl Drop for TestNet {
         for child in &mut self.daemons {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+/// The guest's address as its console announces it (`vinyl: address …`),
+/// the next announcement after what earlier waits matched.
+pub fn announced_address(vm: &Vm, timeout: Duration) -> String {
+    let line = vm
+        .wait_for_console(Needle::regex(r"vinyl: address [0-9a-f:]+"), timeout)
+        .unwrap();
+    line.rsplit(' ').next().unwrap().trim().to_string()
+}
+
+/// Polls `check` every 2 s until it returns `Ok`, or panics with `what`
+/// and the last error seen.
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(last) if Instant::now() >= deadline => {
+                panic!("{what} did not happen within {timeout:?}; last: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_secs(2)),
         }
     }
 }
