@@ -14,7 +14,7 @@
 mod test_image;
 mod test_net;
 
-use qemu_tests::{Backend, MachineConfig, Vm, skip};
+use qemu_tests::{MachineConfig, Vm};
 use std::time::{Duration, Instant};
 use test_net::{TestNet, eventually};
 
@@ -81,22 +81,9 @@ fn identity(vm: &mut Vm, address: &str) -> Identity {
 #[test]
 fn appliance_on_an_ipv6_only_network() {
     let name = "appliance";
-    if !test_image::prerequisites_or_skip(name) {
-        return;
-    }
-    if let Some(install) = test_net::missing_programs() {
-        if skip::in_ci() {
-            panic!("{name} needs the test network's programs: {install}");
-        }
-        eprintln!("SKIPPED {name}: the test network needs: {install}");
-        return;
-    }
-    let Some(backend) = skip::required(Backend::from_env()) else {
+    let Some(backend) = test_net::ready(name, None) else {
         return;
     };
-    if !skip::backend_ready(backend) {
-        return;
-    }
     let built = test_image::qemu_virt();
     // A bigger "card" than the image: the data partition must grow into it.
     let image = test_image::scenario_copy(&built.image, name);
@@ -112,11 +99,9 @@ fn appliance_on_an_ipv6_only_network() {
     let net = TestNet::start("vinyl-appl");
     let config = MachineConfig::new(name, &image, &built.u_boot)
         .with_shell()
-        .with_network(net.network(MAC))
         .with_backend(backend);
     let started = Instant::now();
-    let mut vm = Vm::start(config).unwrap();
-    net.attach_guest();
+    let mut vm = net.boot(config, MAC);
 
     // The address: SLAAC from the advertised prefix, EUI-64 from the card.
     let address = test_net::announced_address(&vm, BOOT);

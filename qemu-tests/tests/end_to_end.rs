@@ -19,7 +19,7 @@ mod test_image;
 mod test_net;
 
 use qemu_tests::tone::{self, Tone};
-use qemu_tests::{Backend, MachineConfig, Vm, skip};
+use qemu_tests::{Backend, MachineConfig};
 use std::io::Read;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -170,11 +170,20 @@ impl Listener {
         }
     }
 
-    /// Waits for the tone after sample `from`.
-    fn wait_for_tone(&mut self, what: &str, from: usize) -> usize {
-        self.wait_until(what, from, CHANGE, |w| {
+    /// Waits for the tone after sample `from`, then measures the
+    /// `MEASURE` samples that follow and requires them to be the tone.
+    /// Returns the measurement and when the tone was first recognised.
+    fn hear_tone(&mut self, what: &str, from: usize) -> (Tone, Instant) {
+        let at = self.wait_until(what, from, CHANGE, |w| {
             tone::measure(w, RATE).is_some_and(|t| t.is_tone(TONE_HZ, TOLERANCE_HZ))
-        })
+        });
+        let recognised = Instant::now();
+        let heard = self.measure(at);
+        assert!(
+            heard.is_tone(TONE_HZ, TOLERANCE_HZ),
+            "{what}: not a {TONE_HZ} Hz tone: {heard:?}"
+        );
+        (heard, recognised)
     }
 
     /// Waits for silence after sample `from`.
@@ -235,37 +244,18 @@ fn wait_for_state(net: &TestNet, address: &str, state: &str) -> serde_json::Valu
 }
 
 fn hear_the_tone(backend: Option<Backend>, name: &str) {
-    if !test_image::prerequisites_or_skip(name) {
+    let Some(backend) = test_net::ready(name, backend) else {
         return;
-    }
-    if let Some(install) = test_net::missing_programs() {
-        if skip::in_ci() {
-            panic!("{name} needs the test network's programs: {install}");
-        }
-        eprintln!("SKIPPED {name}: the test network needs: {install}");
-        return;
-    }
-    let backend = match backend {
-        Some(backend) => backend,
-        None => match skip::required(Backend::from_env()) {
-            Some(backend) => backend,
-            None => return,
-        },
     };
-    if !skip::backend_ready(backend) {
-        return;
-    }
     let built = test_image::qemu_virt();
     let _turn = test_image::one_machine_at_a_time();
     // Namespace names are at most 15 characters.
     let net = TestNet::start(&format!("e2e-{name}"));
     let config = MachineConfig::new(name, &built.image, &built.u_boot)
         .with_shell()
-        .with_network(net.network(MAC))
         .with_backend(backend);
     let started = Instant::now();
-    let mut vm = Vm::start(config).unwrap();
-    net.attach_guest();
+    let mut vm = net.boot(config, MAC);
 
     // Listen the way a LAN client does: the address the console announced,
     // over IPv6, as soon as the daemon answers.
@@ -274,14 +264,8 @@ fn hear_the_tone(backend: Option<Backend>, name: &str) {
     let url = format!("http://[{address}]:8000/stream.opus");
     let mut listener = Listener::connect(&net, &url, BOOT);
     let first_audio = listener.heard.lock().unwrap().first_audio.unwrap() - started;
-    let at = listener.wait_for_tone("the tone", 0);
-    let first_tone = started.elapsed();
-    let heard = listener.measure(at);
-    eprintln!("{name}: heard {heard:?}");
-    assert!(
-        heard.is_tone(TONE_HZ, TOLERANCE_HZ),
-        "not a {TONE_HZ} Hz tone: {heard:?}"
-    );
+    let (heard, recognised) = listener.hear_tone("the tone", 0);
+    let first_tone = recognised - started;
     assert!(
         (heard.rms_dbfs - PLAYED_RMS_DBFS).abs() <= LEVEL_TOLERANCE_DB,
         "played at {PLAYED_RMS_DBFS} dBFS RMS, heard {heard:?}"
@@ -312,12 +296,9 @@ fn hear_the_tone(backend: Option<Backend>, name: &str) {
     vm.run_ok("systemctl stop test-tone", COMMAND).unwrap();
     let at = listener.wait_for_silence("silence after stopping the player", listener.position());
     vm.run_ok("systemctl start test-tone", COMMAND).unwrap();
-    let at = listener.wait_for_tone("the tone after restarting the player", at);
-    let after_restart = listener.measure(at);
-    assert!(
-        after_restart.is_tone(TONE_HZ, TOLERANCE_HZ),
-        "{after_restart:?}"
-    );
+    let restarted = Instant::now();
+    let (after_restart, recognised) =
+        listener.hear_tone("the tone after restarting the player", at);
 
     // The card is unplugged while playing (its driver unbound, as a USB
     // card's is when pulled), then its module unloaded and loaded again.
@@ -341,13 +322,9 @@ fn hear_the_tone(backend: Option<Backend>, name: &str) {
         unload.output
     );
     listener.assert_connected("with the card unloaded");
+    let reloaded = Instant::now();
     vm.run_ok("modprobe snd_aloop", COMMAND).unwrap();
-    let at = listener.wait_for_tone("the tone after reloading the card", at);
-    let after_reload = listener.measure(at);
-    assert!(
-        after_reload.is_tone(TONE_HZ, TOLERANCE_HZ),
-        "{after_reload:?}"
-    );
+    let (after_reload, recovered) = listener.hear_tone("the tone after reloading the card", at);
     let back = wait_for_state(&net, &address, "playing");
     assert!(
         back["device"]
@@ -365,15 +342,18 @@ fn hear_the_tone(backend: Option<Backend>, name: &str) {
     eprintln!(
         "{name}: QEMU start -> first decoded audio {:.1} s, -> tone {:.1} s; \
          heard {:.2} Hz at {:.2} dBFS RMS ({:.2} dBFS peak, SINAD {:.1} dB); \
-         after restarting the player {:.2} Hz, after reloading the card {:.2} Hz; \
-         {:.0} s of audio on one connection, saved in {}",
+         tone back {:.1} s after restarting the player ({:.2} Hz) and {:.1} s \
+         after reloading the card ({:.2} Hz); {:.0} s of audio on one \
+         connection, saved in {}",
         first_audio.as_secs_f64(),
         first_tone.as_secs_f64(),
         heard.frequency_hz,
         heard.rms_dbfs,
         heard.peak_dbfs,
         heard.sinad_db,
+        (recognised - restarted).as_secs_f64(),
         after_restart.frequency_hz,
+        (recovered - reloaded).as_secs_f64(),
         after_reload.frequency_hz,
         listener.position() as f64 / f64::from(RATE),
         wav.display()

@@ -47,6 +47,28 @@ pub fn missing_programs() -> Option<String> {
     (!missing.is_empty()).then(|| format!("apt-get install {}", missing.join(" ")))
 }
 
+/// Whether test `name` on this network runs, and on which backend:
+/// `backend`, or else `QEMU_TESTS_BACKEND`'s. Needs what every boot test
+/// needs ([`crate::test_image::prerequisites_or_skip`]), the network's
+/// programs and a ready backend; a local run skips with the reason, CI fails.
+pub fn ready(name: &str, backend: Option<Backend>) -> Option<Backend> {
+    if !crate::test_image::prerequisites_or_skip(name) {
+        return None;
+    }
+    if let Some(install) = missing_programs() {
+        if skip::in_ci() {
+            panic!("{name} needs the test network's programs: {install}");
+        }
+        eprintln!("SKIPPED {name}: the test network needs: {install}");
+        return None;
+    }
+    let backend = match backend {
+        Some(backend) => backend,
+        None => skip::required(Backend::from_env())?,
+    };
+    skip::backend_ready(backend).then_some(backend)
+}
+
 /// The running network; its daemons and namespace go when it is dropped.
 pub struct TestNet {
     daemons: Vec<Child>,
@@ -165,6 +187,14 @@ impl TestNet {
             tap: TAP.into(),
             mac: mac.into(),
         }
+    }
+
+    /// Starts `config`'s machine with its network card (`mac`) on this
+    /// network.
+    pub fn boot(&self, config: MachineConfig, mac: &str) -> Vm {
+        let vm = Vm::start(config.with_network(self.network(mac))).unwrap();
+        self.attach_guest();
+        vm
     }
 
     /// Puts the guest's tap device (made by QEMU when it starts) on the bridge.
