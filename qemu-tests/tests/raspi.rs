@@ -54,11 +54,8 @@ fn rpi3_image_boots_to_userspace_on_raspi3b() {
     // systemd colours unit names: "Reached target \e[0;1;39mbasic.target".
     // Later targets are not a reliable marker: systemd stops printing status
     // once a getty owns the console, and the getty may start first.
-    vm.wait_for_console(
-        Needle::regex(r"Reached target .{0,20}basic\.target"),
-        BOOT,
-    )
-    .unwrap();
+    vm.wait_for_console(Needle::regex(r"Reached target .{0,20}basic\.target"), BOOT)
+        .unwrap();
     // The serial console's login prompt: userspace is up on the Pi's UART.
     vm.wait_for_console("turntable login:", BOOT).unwrap();
     let console = vm.console_text();
