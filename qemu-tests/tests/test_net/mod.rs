@@ -7,7 +7,7 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
-use qemu_tests::{Needle, NetNs, Network, Vm};
+use qemu_tests::{Backend, MachineConfig, Needle, NetNs, Network, Vm, skip};
 use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
