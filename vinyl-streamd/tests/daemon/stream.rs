@@ -238,6 +238,12 @@ fn malformed_requests_get_4xx_and_server_keeps_serving() {
     ] {
         assert!(head.contains(h), "missing {h} in {head}");
     }
+    // The source opens on its own thread: give a loaded machine a moment.
+    assert!(
+        wait_until(Duration::from_secs(5), || d.status()["state"] == "playing"),
+        "the tone never played: {}",
+        d.status()
+    );
     let status = d.status();
     assert_eq!(status["state"], "playing");
     assert_eq!(status["device"], "test tone");
