@@ -1,11 +1,11 @@
 //! A verified view of the Debian archive: the signed `InRelease`, then the
 //! `Packages` indexes whose SHA-256 it lists. Used only to (re)write locks.
 
-use crate::debian::index::{IndexError, parse_packages};
-use crate::debian::release::{Keyring, Release, ReleaseError};
-use crate::debian::resolve::Universe;
 use crate::fetch::{FetchError, Fetcher};
 use crate::store::Store;
+use debian::index::{IndexError, parse_packages};
+use debian::release::{Keyring, Release, ReleaseError};
+use debian::resolve::Universe;
 use rayon::prelude::*;
 use std::io::Read;
 

@@ -3,10 +3,10 @@
 //! SOURCE_DATE_EPOCH. A build with a lock never re-resolves.
 
 use crate::config::{Board, Plan};
-use crate::debian::relation::parse_relation;
-use crate::debian::release::Release;
-use crate::debian::resolve::{self, ResolveError, Universe};
 use crate::store::sha256_hex;
+use debian::relation::parse_relation;
+use debian::release::Release;
+use debian::resolve::{self, ResolveError, Universe};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,7 +176,7 @@ impl Lock {
             version: LOCK_VERSION,
             board: board.name.clone(),
             suite: board.suite.clone(),
-            architecture: board.architecture.clone(),
+            architecture: board.architecture.to_string(),
             release_date: release.date.clone(),
             source_date_epoch: release.timestamp,
             inputs: inputs_digest(board, plan),

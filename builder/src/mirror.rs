@@ -1,7 +1,7 @@
 //! Where Debian packages come from. The repository never names a mirror: it
 //! comes from `--mirror`, else the environment, else the host's apt sources.
 
-use crate::debian::deb822;
+use debian::deb822;
 use std::path::{Path, PathBuf};
 
 /// Environment variable that names the Debian mirror.

@@ -6,11 +6,11 @@
 //! Builds rpi4 and rpi3 images from the real archive (mirror and cross
 //! toolchain needed, as for `real_mirror.rs`).
 
-use builder::boot::env::Env;
+use ab_state::{Slot, State};
 use builder::boot::script::read_script_image;
 use builder::config::Project;
 use builder::image::inspect;
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -24,15 +24,13 @@ fn build(board: &str) -> PathBuf {
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
     let out = project.root.join("target/builder-tests/images").join(board);
-    let context = Context::new(project, &options).unwrap();
+    let context = Pipeline::new(project, &options).unwrap();
     let (lock, tree) = context.rootfs().unwrap();
     let output = builder::image::OutputOptions {
         gzip: false,
         xz_level: 0,
     };
-    builder::image::build(&context, &lock, &tree, &out, &output)
-        .unwrap()
-        .image
+    context.image(&lock, &tree, &out, &output).unwrap().image
 }
 
 fn fat_file(image: &Path, path: &str) -> Vec<u8> {
@@ -85,11 +83,12 @@ fn check_boot_chain(image: &Path, firmware: &[&str], device_trees: &[&str]) -> V
 
     // boot.scr: a valid script image whose state files and slot files exist.
     let script = read_script_image(&fat_file(image, "boot.scr")).unwrap();
-    for (copy, name) in builder::boot::STATE_FILES.iter().enumerate() {
+    for (copy, name) in ab_state::STATE_FILES.iter().enumerate() {
         assert!(script.contains("ab-state-${ab_copy}.env"), "{script}");
-        let state = Env::from_bytes(&fat_file(image, name)).unwrap();
-        assert_eq!(state.0["ab_active"], "a");
-        assert_eq!(state.0["ab_seq"], format!("{copy:x}"));
+        let state = State::from_bytes(&fat_file(image, name)).unwrap();
+        assert_eq!(state.active, Slot::A);
+        assert_eq!(state.seq, copy as u32);
+        assert_eq!((state.trial, state.tries), (None, None));
     }
     for path in ["/boot/vmlinuz", "/boot/initrd.img"] {
         assert!(script.contains(path), "boot.scr does not load {path}");

@@ -8,24 +8,21 @@
 //!   ([`partition_files`]).
 
 pub mod cpio;
-pub mod env;
 pub mod initramfs;
 pub mod script;
 
 use crate::config::Board;
 use crate::deb;
 use crate::lock::Lock;
-use crate::pipeline::Context;
 use crate::rootfs::modules::{ModuleSummary, load_order};
 use crate::rootfs::tree::{Content, Kind, Node, Tree, content_bytes};
+use crate::store::Store;
+use ab_state::State;
 use anyhow::{Context as _, Result, bail};
 use std::collections::BTreeMap;
 
 /// The boot script's file name; U-Boot's distro boot looks for it.
 pub const SCRIPT_FILE: &str = "boot.scr";
-
-/// The two copies of the A/B boot state on the boot partition.
-pub const STATE_FILES: [&str; 2] = ["ab-state-0.env", "ab-state-1.env"];
 
 /// What [`install_in_slot`] put into the root.
 #[derive(Debug, Clone)]
@@ -43,14 +40,6 @@ pub fn boot_script(board: &Board) -> String {
     include_str!("boot.cmd").replace("@CMDLINE@", board.boot.cmdline.trim())
 }
 
-/// A fresh image's boot state: slot a is active, nothing on trial.
-pub fn initial_state(seq: u32) -> env::Env {
-    env::Env(BTreeMap::from([
-        ("ab_active".to_string(), "a".to_string()),
-        ("ab_seq".to_string(), format!("{seq:x}")),
-    ]))
-}
-
 /// Files the boot chain adds to the boot partition.
 pub fn partition_files(board: &Board, lock: &Lock) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
@@ -60,11 +49,8 @@ pub fn partition_files(board: &Board, lock: &Lock) -> Result<BTreeMap<String, Ve
         script::script_image(&boot_script(board), "vinyl A/B boot", epoch),
     );
     // Both copies valid from the start; U-Boot only ever overwrites them.
-    for (seq, name) in STATE_FILES.iter().enumerate() {
-        let bytes = initial_state(seq as u32)
-            .to_bytes(env::STATE_FILE_SIZE)
-            .map_err(anyhow::Error::msg)?;
-        files.insert(name.to_string(), bytes);
+    for (seq, name) in ab_state::STATE_FILES.iter().enumerate() {
+        files.insert(name.to_string(), State::initial(seq as u32).to_bytes());
     }
     if !board.boot.config_txt.is_empty() {
         let mut text = format!(
@@ -80,47 +66,54 @@ pub fn partition_files(board: &Board, lock: &Lock) -> Result<BTreeMap<String, Ve
     Ok(files)
 }
 
+/// What a slot's `/boot` is made from.
+pub struct SlotInputs<'a> {
+    /// The build time and the initramfs packages (busybox).
+    pub lock: &'a Lock,
+    /// The kernel's modules, after pruning.
+    pub modules: &'a ModuleSummary,
+    /// Modules the initramfs loads (their dependencies are added).
+    pub initramfs_modules: &'a [String],
+    /// For errors that name the board file.
+    pub board: &'a str,
+    pub store: &'a Store,
+}
+
 /// Puts the kernel and a generated initramfs under `/boot` of the slot
 /// (stable names `vmlinuz` and `initrd.img` link to the versioned files) and
 /// creates `/data`, where the initramfs mounts the data partition.
-pub fn install_in_slot(
-    tree: &mut Tree,
-    context: &Context,
-    lock: &Lock,
-    modules: &ModuleSummary,
-) -> Result<SlotBoot> {
+pub fn install_in_slot(tree: &mut Tree, inputs: &SlotInputs) -> Result<SlotBoot> {
+    let SlotInputs {
+        lock,
+        modules,
+        store,
+        board,
+        ..
+    } = *inputs;
     let epoch = lock.source_date_epoch;
     let version = &modules.kernel_version;
     let kernel = format!("boot/vmlinuz-{version}");
     if !matches!(tree.get(&kernel).map(|n| &n.kind), Some(Kind::File { .. })) {
         bail!(
-            "the kernel package installed no /{kernel}; check [kernel] package in boards/{}.toml",
-            context.board.name
+            "the kernel package installed no /{kernel}; check [kernel] package in boards/{board}.toml"
         );
     }
 
-    let order = load_order(
-        &modules.infos,
-        &modules.builtin,
-        &context.plan.initramfs_modules,
-    )
-    .with_context(|| {
-        format!(
-            "initramfs modules (`initramfs-modules` in boards/{}.toml)",
-            context.board.name
-        )
-    })?;
+    let order = load_order(&modules.infos, &modules.builtin, inputs.initramfs_modules)
+        .with_context(|| {
+            format!("initramfs modules (`initramfs-modules` in boards/{board}.toml)")
+        })?;
     let dir = format!("usr/lib/modules/{version}");
     let mut files = Vec::new();
     for path in &order {
         let bytes = tree
-            .read(&format!("{dir}/{path}"), &context.store)?
+            .read(&format!("{dir}/{path}"), store)?
             .with_context(|| format!("module {path} vanished from the root"))?;
         let plain = kernel_modules::decompress(path, &bytes)?.into_owned();
         files.push((initramfs::module_file_name(path), plain));
     }
 
-    let busybox = busybox(context, lock)?;
+    let busybox = busybox(store, lock, board)?;
     let archive = initramfs::archive(&busybox, &files, epoch);
     let compressed = initramfs::compress(&archive).context("compressing the initramfs")?;
     let size = compressed.len() as u64;
@@ -130,7 +123,7 @@ pub fn install_in_slot(
         Node {
             kind: Kind::File {
                 size,
-                content: Content::Blob(context.store.insert(&compressed)?),
+                content: Content::Blob(store.insert(&compressed)?),
             },
             ..Node::file(Vec::new(), 0o644, epoch)
         },
@@ -151,21 +144,43 @@ pub fn install_in_slot(
 }
 
 /// The static busybox from the lock's initramfs packages.
-fn busybox(context: &Context, lock: &Lock) -> Result<Vec<u8>> {
+fn busybox(store: &Store, lock: &Lock, board: &str) -> Result<Vec<u8>> {
     for package in lock.initramfs_packages() {
-        let contents = deb::unpack_cached(&context.store, &package.filename, &package.sha256)?;
+        let contents = deb::unpack_cached(store, &package.filename, &package.sha256)?;
         for (path, node) in &contents.entries {
             let path = crate::rootfs::tree::canonical(path);
             if path == "usr/bin/busybox"
                 && let Kind::File { content, .. } = &node.kind
             {
-                return Ok(content_bytes(content, &context.store)?);
+                return Ok(content_bytes(content, store)?);
             }
         }
     }
     bail!(
-        "no static busybox for the initramfs: add `initramfs-packages = [\"busybox-static\"]` to a recipe of board {} and run `cargo run -p builder -- lock --board {}`",
-        context.board.name,
-        context.board.name
+        "no static busybox for the initramfs: add `initramfs-packages = [\"busybox-static\"]` to a recipe of board {board} and run `cargo run -p builder -- lock --board {board}`"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// boot.cmd is U-Boot shell, not Rust: check that it speaks the same
+    /// state files and keys as the typed model the rest of the project uses.
+    #[test]
+    fn boot_script_uses_the_models_keys_and_files() {
+        let script = include_str!("boot.cmd");
+        for key in ab_state::keys::ALL {
+            assert!(script.contains(&format!("${{{key}}}")), "{key}");
+        }
+        let imported = format!(
+            "env import -c ${{ab_state_addr}} ${{filesize}} {}",
+            ab_state::keys::ALL.join(" ")
+        );
+        assert!(script.contains(&imported), "{imported}");
+        let name = |copy: &str| format!("ab-state-{copy}.env");
+        assert_eq!(ab_state::STATE_FILES, [name("0"), name("1")]);
+        assert!(script.contains(&name("${ab_copy}")));
+        assert!(script.contains(&name("${ab_target}")));
+        let size = format!("env export -c -s 0x{:x}", ab_state::STATE_FILE_SIZE);
+        assert!(script.contains(&size), "{size}");
+    }
 }

@@ -8,9 +8,9 @@
 //! backtracking: when the greedy choice is wrong, naming the wanted package in
 //! a recipe settles it, and the error says so.
 
-use super::index::Package;
-use super::relation::{Alternatives, Relation};
-use super::version::Version;
+use crate::index::Package;
+use crate::relation::{Alternatives, Relation};
+use crate::version::Version;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// All packages available for one architecture, indexed for lookups.
@@ -339,8 +339,8 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::debian::index::parse_packages;
-    use crate::debian::relation::parse_relation;
+    use crate::index::parse_packages;
+    use crate::relation::parse_relation;
 
     fn universe(stanzas: &str) -> Universe {
         let mut text = String::new();

@@ -1,7 +1,7 @@
 //! The signed `InRelease` file: OpenPGP verification against the Debian
 //! archive keys we ship, and parsing of the checksums it vouches for.
 
-use super::deb822;
+use crate::deb822;
 use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
 use std::collections::BTreeMap;
 
@@ -10,15 +10,15 @@ use std::collections::BTreeMap;
 pub const TRIXIE_KEYS: &[(&str, &str)] = &[
     (
         "debian-archive-trixie-automatic.asc",
-        include_str!("../../keys/debian-archive-trixie-automatic.asc"),
+        include_str!("../keys/debian-archive-trixie-automatic.asc"),
     ),
     (
         "debian-archive-trixie-security-automatic.asc",
-        include_str!("../../keys/debian-archive-trixie-security-automatic.asc"),
+        include_str!("../keys/debian-archive-trixie-security-automatic.asc"),
     ),
     (
         "debian-archive-trixie-stable.asc",
-        include_str!("../../keys/debian-archive-trixie-stable.asc"),
+        include_str!("../keys/debian-archive-trixie-stable.asc"),
     ),
 ];
 
@@ -215,7 +215,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
 
-    const INRELEASE: &str = include_str!("../../tests/fixtures/trixie-InRelease");
+    const INRELEASE: &str = include_str!("../tests/fixtures/trixie-InRelease");
 
     #[test]
     fn real_inrelease_verifies_and_parses() {

@@ -1,8 +1,8 @@
 //! `Packages` indexes: one paragraph per binary package.
 
-use super::deb822;
-use super::relation::{self, Alternatives, Relation};
-use super::version::Version;
+use crate::deb822;
+use crate::relation::{self, Alternatives, Relation};
+use crate::version::Version;
 
 /// A binary package as described by the archive index.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //! `Conflicts`, `Breaks`): comma-separated groups of `|`-separated alternatives,
 //! each a name with an optional architecture qualifier and version constraint.
 
-use super::version::Version;
+use crate::version::Version;
 use std::fmt;
 
 /// A version comparison operator as written in control files.
