@@ -10,7 +10,7 @@
 
 use builder::config::Project;
 use builder::image::{self, outputs};
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use std::time::Instant;
 
 fn main() {
@@ -20,33 +20,30 @@ fn main() {
     options.cache_dir = project.root.join("target/bench-cache");
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
-    let context = Context::new(project.clone(), &options).expect("board loads");
+    let context = Pipeline::new(project.clone(), &options).expect("board loads");
     let (lock, tree) = context.rootfs().expect("rootfs builds");
     let out = tempfile::tempdir().expect("temp dir");
 
+    let spec = context
+        .image_spec(&lock, out.path(), &Default::default())
+        .expect("image spec");
+    let sources = image::Sources {
+        lock: &lock,
+        tree: &tree,
+        store: &context.store,
+        progress: &context.progress,
+    };
+
     let start = Instant::now();
-    let (disk, layout) =
-        image::write_disk(&context, &lock, &tree, out.path()).expect("image writes");
+    let (disk, layout) = image::write_disk(&spec, sources).expect("image writes");
     let write = start.elapsed().as_secs_f64();
     let used = outputs::mapped_ranges(disk.as_file(), layout.size)
         .iter()
         .map(|(s, e)| e - s)
         .sum::<u64>();
     let start = Instant::now();
-    let name = image::image_name(&context);
-    let key = image::build_key(&context, &lock, &tree, &Default::default());
-    let files = outputs::write_all(
-        &context,
-        &lock,
-        &tree,
-        &layout,
-        disk,
-        out.path(),
-        &name,
-        &Default::default(),
-        &key,
-    )
-    .expect("outputs write");
+    let key = image::build_key(&spec, &lock, &tree);
+    let files = outputs::write_all(&spec, sources, &layout, disk, &key).expect("outputs write");
     let compress = start.elapsed().as_secs_f64();
     let xz = files
         .iter()

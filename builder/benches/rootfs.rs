@@ -11,7 +11,7 @@
 //! the builder. Cross-compiled crates come from cargo's cache after the first run.
 
 use builder::config::Project;
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use std::time::Instant;
 
 fn main() {
@@ -24,9 +24,9 @@ fn main() {
     options.quiet = true;
 
     let run = |label: &str, hostname: Option<&str>| {
-        let mut context = Context::new(project.clone(), &options).expect("board loads");
+        let mut context = Pipeline::new(project.clone(), &options).expect("board loads");
         if let Some(hostname) = hostname {
-            context.board.hostname = hostname.to_string();
+            context.board.hostname = hostname.to_string().try_into().expect("a valid hostname");
         }
         let start = Instant::now();
         let (lock, tree) = context.rootfs().expect("rootfs builds");

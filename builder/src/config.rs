@@ -2,8 +2,10 @@
 //! image. Loading is strict: unknown keys and missing files are errors that
 //! name the file, line and fix.
 
+use crate::values::{Hostname, SshPublicKey, WifiPassphrase};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A configuration file that could not be used.
@@ -36,18 +38,20 @@ pub struct Board {
     /// One line for `builder boards`.
     pub description: String,
     /// The device's hostname (also its mDNS name).
-    pub hostname: String,
+    pub hostname: Hostname,
     /// Debian suite (codename).
     #[serde(default = "default_suite")]
     pub suite: String,
-    #[serde(default = "default_architecture")]
-    pub architecture: String,
+    #[serde(default)]
+    pub architecture: Architecture,
     #[serde(default = "default_components")]
     pub components: Vec<String>,
     /// Recipes (names under `recipes/`) in the order they apply.
     pub recipes: Vec<String>,
-    /// The kernel; a board without one (a container's root filesystem, such
-    /// as the QEMU test runner) has no boot chain and no disk image.
+    /// What a build of this board produces.
+    #[serde(default)]
+    pub output: OutputKind,
+    /// The kernel, with its modules; an `sd-image` board needs one.
     pub kernel: Option<KernelConfig>,
     #[serde(default)]
     pub image: ImageConfig,
@@ -60,6 +64,62 @@ pub struct Board {
     /// Board name; taken from the file name.
     #[serde(skip)]
     pub name: String,
+}
+
+/// A Debian architecture the builder can build for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// 64-bit Arm: every Raspberry Pi board and QEMU's virt machine.
+    #[default]
+    Arm64,
+    /// x86-64: containers for the host (the QEMU test runner).
+    Amd64,
+}
+
+impl Architecture {
+    /// Debian's name, as in `binary-arm64/Packages` and `.deb` file names.
+    pub fn debian_name(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "arm64",
+            Architecture::Amd64 => "amd64",
+        }
+    }
+
+    /// Rust's target triple, for cross-compiling the board's crates.
+    pub fn rust_triple(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "aarch64-unknown-linux-gnu",
+            Architecture::Amd64 => "x86_64-unknown-linux-gnu",
+        }
+    }
+
+    /// Debian's multiarch triple: clang's target and the library directory.
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Architecture::Arm64 => "aarch64-linux-gnu",
+            Architecture::Amd64 => "x86_64-linux-gnu",
+        }
+    }
+}
+
+impl fmt::Display for Architecture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.debian_name())
+    }
+}
+
+/// What a build of a board produces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputKind {
+    /// A bootable SD card image (MBR, FAT boot partition, A/B root slots,
+    /// data) with its compressed copy, checksums, bmap, manifest and SBOM.
+    #[default]
+    SdImage,
+    /// The root filesystem as a tar archive (e.g. for `docker import`):
+    /// no kernel, no boot chain.
+    RootfsTar,
 }
 
 /// The kernel package and the modules a board needs.
@@ -144,7 +204,7 @@ pub struct DeviceConfig {
     /// None means SSH accepts only keys from the boot partition's
     /// `authorized_keys`; passwords are never accepted.
     #[serde(default)]
-    pub ssh_authorized_keys: Vec<String>,
+    pub ssh_authorized_keys: Vec<SshPublicKey>,
     /// The WiFi network joined at boot; a `wifi.txt` on the boot partition
     /// takes precedence.
     #[serde(default)]
@@ -172,7 +232,7 @@ fn default_ntp() -> Vec<String> {
 pub struct WifiConfig {
     pub ssid: String,
     /// The passphrase (8 to 63 characters) or a 64-digit hex key.
-    pub psk: String,
+    pub psk: WifiPassphrase,
     /// Two-letter regulatory country code (e.g. `DE`); required by many
     /// WiFi chips to use all channels.
     #[serde(default)]
@@ -191,9 +251,6 @@ pub struct BootFile {
 
 fn default_suite() -> String {
     "trixie".into()
-}
-fn default_architecture() -> String {
-    "arm64".into()
 }
 fn default_components() -> Vec<String> {
     vec!["main".into(), "non-free-firmware".into()]
@@ -330,6 +387,21 @@ impl Project {
         }
         let mut board: Board = parse_toml(&file)?;
         board.name = name.to_string();
+        let problem = match (board.output, &board.kernel) {
+            (OutputKind::SdImage, None) => Some(
+                "an SD image boots a kernel: add a [kernel] section, or set `output = \"rootfs-tar\"` for a root filesystem archive",
+            ),
+            (OutputKind::RootfsTar, Some(_)) => Some(
+                "`output = \"rootfs-tar\"` has no boot chain: remove the [kernel] section, or set `output = \"sd-image\"`",
+            ),
+            _ => None,
+        };
+        if let Some(message) = problem {
+            return Err(ConfigError::Parse {
+                file,
+                message: message.to_string(),
+            });
+        }
         Ok(board)
     }
 
@@ -522,5 +594,51 @@ mod tests {
         let board = project.board("test").unwrap();
         let error = project.recipes(&board).unwrap_err().to_string();
         assert!(error.contains("overlay/gone does not exist"), "{error}");
+    }
+
+    #[test]
+    fn typed_values_are_checked_where_they_are_written() {
+        let (_dir, project) = project(&[
+            (
+                "boards/name.toml",
+                "description = \"x\"\nhostname = \"my_pi\"\nrecipes = []\n[kernel]\npackage = \"k\"\n",
+            ),
+            (
+                "boards/arch.toml",
+                "description = \"x\"\nhostname = \"t\"\narchitecture = \"armhf\"\nrecipes = []\n",
+            ),
+            (
+                "boards/tar.toml",
+                "description = \"x\"\nhostname = \"t\"\noutput = \"rootfs-tar\"\nrecipes = []\n",
+            ),
+            (
+                "boards/nokernel.toml",
+                "description = \"x\"\nhostname = \"t\"\nrecipes = []\n",
+            ),
+            (
+                "boards/psk.toml",
+                "description = \"x\"\nhostname = \"t\"\nrecipes = []\n[kernel]\npackage = \"k\"\n[device.wifi]\nssid = \"s\"\npsk = \"short\"\n",
+            ),
+        ]);
+        let error = project.board("name").unwrap_err().to_string();
+        assert!(error.contains("name.toml: line 2"), "{error}");
+        assert!(error.contains("1 to 63 letters"), "{error}");
+        let error = project.board("arch").unwrap_err().to_string();
+        assert!(error.contains("arch.toml: line 3"), "{error}");
+        assert!(error.contains("expected `arm64` or `amd64`"), "{error}");
+        let error = project.board("psk").unwrap_err().to_string();
+        assert!(error.contains("psk.toml: line 8"), "{error}");
+        assert!(error.contains("8 to 63 printable"), "{error}");
+        assert!(!error.contains("short"), "the passphrase leaked: {error}");
+        let board = project.board("tar").unwrap();
+        assert_eq!(
+            (board.output, board.architecture),
+            (OutputKind::RootfsTar, Architecture::Arm64)
+        );
+        let error = project.board("nokernel").unwrap_err().to_string();
+        assert!(
+            error.contains("nokernel.toml: an SD image boots a kernel"),
+            "{error}"
+        );
     }
 }

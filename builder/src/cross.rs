@@ -2,41 +2,33 @@
 //! from the same locked Debian packages as the image (so the binary links
 //! against exactly the libraries it will run with).
 
+use crate::config::Architecture;
 use crate::doctor;
 use crate::lock::Lock;
-use crate::pipeline::Context;
+use crate::progress::Progress;
 use crate::rootfs::tree::{Content, Kind, Tree};
-use crate::store::sha256_hex;
+use crate::store::{Store, sha256_hex};
 use anyhow::{Context as _, Result, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Rust and clang target names for a Debian architecture.
-pub fn triples(architecture: &str) -> Result<(&'static str, &'static str)> {
-    match architecture {
-        "arm64" => Ok(("aarch64-unknown-linux-gnu", "aarch64-linux-gnu")),
-        "amd64" => Ok(("x86_64-unknown-linux-gnu", "x86_64-linux-gnu")),
-        other => bail!("cross-compiling for architecture {other:?} is not supported"),
-    }
-}
-
 /// Unpacks the lock's sysroot packages into a directory in the cache (once
 /// per package set) and returns its path.
-pub fn sysroot(context: &Context, lock: &Lock) -> Result<PathBuf> {
+pub fn sysroot(store: &Store, progress: &Progress, lock: &Lock) -> Result<PathBuf> {
     let packages: Vec<_> = lock.sysroot_packages().collect();
     let listing: String = packages
         .iter()
         .map(|p| format!("{} {}\n", p.name, p.sha256))
         .collect();
-    let root = context.store.subdir("sysroot")?;
+    let root = store.subdir("sysroot")?;
     let dir = root.join(&sha256_hex(listing.as_bytes())[..16]);
     if dir.join(".complete").is_file() {
         return Ok(dir);
     }
-    let unpacked = crate::rootfs::unpack_all(context, &packages)?;
+    let unpacked = crate::rootfs::unpack_all(store, progress, &packages)?;
     let tree = crate::rootfs::install_packages(&unpacked, lock.source_date_epoch);
     let temp = tempfile::tempdir_in(&root)?;
-    materialize(&tree, context, temp.path())?;
+    materialize(&tree, store, temp.path())?;
     std::fs::write(temp.path().join(".complete"), listing)?;
     let temp = temp.keep();
     if std::fs::rename(&temp, &dir).is_err() {
@@ -48,15 +40,15 @@ pub fn sysroot(context: &Context, lock: &Lock) -> Result<PathBuf> {
 
 /// Writes a tree to a host directory (read-only use: files are hard links
 /// into the store where possible).
-fn materialize(tree: &Tree, context: &Context, dir: &Path) -> Result<()> {
+fn materialize(tree: &Tree, store: &Store, dir: &Path) -> Result<()> {
     for (path, node) in tree.iter() {
         let dest = dir.join(path);
         match &node.kind {
             Kind::Dir => std::fs::create_dir_all(&dest)?,
             Kind::File { content, .. } => match content {
                 Content::Blob(sha256) => {
-                    if std::fs::hard_link(context.store.path(sha256), &dest).is_err() {
-                        std::fs::copy(context.store.path(sha256), &dest)?;
+                    if std::fs::hard_link(store.path(sha256), &dest).is_err() {
+                        std::fs::copy(store.path(sha256), &dest)?;
                     }
                 }
                 Content::Inline(bytes) => std::fs::write(&dest, bytes)?,
@@ -69,16 +61,35 @@ fn materialize(tree: &Tree, context: &Context, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds `crates` in release mode for the board and returns (crate, binary).
-pub fn build_crates(
-    context: &Context,
-    sysroot: &Path,
-    crates: &[String],
-) -> Result<Vec<(String, PathBuf)>> {
-    let (rust_triple, clang_triple) = triples(&context.board.architecture)?;
+/// A cross build of workspace crates.
+pub struct CrossBuild<'a> {
+    /// The cargo workspace holding the crates.
+    pub workspace: &'a Path,
+    /// Cargo's target directory.
+    pub target_dir: &'a Path,
+    pub architecture: Architecture,
+    /// From [`sysroot`].
+    pub sysroot: &'a Path,
+    /// Package names (each builds a binary of the same name).
+    pub crates: &'a [String],
+    /// Quiet cargo too.
+    pub quiet: bool,
+}
+
+/// Builds the crates in release mode and returns (crate, binary).
+pub fn build_crates(build: &CrossBuild) -> Result<Vec<(String, PathBuf)>> {
+    let CrossBuild {
+        workspace,
+        target_dir,
+        sysroot,
+        crates,
+        ..
+    } = *build;
+    let (rust_triple, clang_triple) = (
+        build.architecture.rust_triple(),
+        build.architecture.multiarch(),
+    );
     doctor::require(&doctor::cross_checks(rust_triple))?;
-    let workspace = &context.project.root;
-    let target_dir = &context.target_dir;
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| dirs::home_dir().map(|h| h.join(".cargo")))
@@ -122,7 +133,7 @@ pub fn build_crates(
                 s = sysroot_s
             ),
         );
-    if context.progress.is_quiet() {
+    if build.quiet {
         command.arg("--quiet");
     }
     for name in crates {

@@ -3,6 +3,7 @@
 //! CLI reads files and passes their text in.
 
 use crate::config::{Board, DeviceConfig, WifiConfig};
+use crate::values::{Hostname, SshPublicKey, WifiPassphrase};
 
 /// Settings given on the command line; each replaces the board's value.
 #[derive(Debug, Clone, Default)]
@@ -23,14 +24,15 @@ impl Overrides {
     /// the flag or board key and say how to fix it.
     pub fn apply(&self, board: &mut Board) -> Result<(), String> {
         if let Some(hostname) = &self.hostname {
-            check_hostname(hostname).map_err(|e| format!("--hostname {hostname:?}: {e}"))?;
-            board.hostname = hostname.clone();
+            board.hostname = Hostname::try_from(hostname.clone())
+                .map_err(|e| format!("--hostname {hostname:?}: {e}"))?;
         }
         if !self.ntp.is_empty() {
             board.device.ntp = self.ntp.clone();
         }
         for (path, text) in &self.ssh_key_files {
-            let keys = authorized_keys(text).map_err(|e| format!("--ssh-key {path}: {e}"))?;
+            let keys =
+                SshPublicKey::parse_file(text).map_err(|e| format!("--ssh-key {path}: {e}"))?;
             if keys.is_empty() {
                 return Err(format!(
                     "--ssh-key {path}: the file holds no public key; give the .pub file (e.g. ~/.ssh/id_ed25519.pub)"
@@ -41,7 +43,8 @@ impl Overrides {
         match (&self.wifi_ssid, &self.wifi_psk_file) {
             (Some(ssid), Some((path, text))) => {
                 let psk = text.trim_end_matches(['\n', '\r']).to_string();
-                check_psk(&psk).map_err(|e| format!("--wifi-psk-file {path}: {e}"))?;
+                let psk = WifiPassphrase::try_from(psk)
+                    .map_err(|e| format!("--wifi-psk-file {path}: {e}"))?;
                 board.device.wifi = Some(WifiConfig {
                     ssid: ssid.clone(),
                     psk,
@@ -61,10 +64,10 @@ impl Overrides {
     }
 }
 
-/// Checks a board's device settings (whether from its file or from flags).
+/// Checks what the value types cannot check alone (hostname, keys and
+/// passphrase are valid by construction): NTP servers, SSID and country.
 pub fn check(board: &Board) -> Result<(), String> {
     let file = format!("boards/{}.toml", board.name);
-    check_hostname(&board.hostname).map_err(|e| format!("{file}: hostname: {e}"))?;
     let device = &board.device;
     if device.ntp.is_empty() {
         return Err(format!(
@@ -78,12 +81,8 @@ pub fn check(board: &Board) -> Result<(), String> {
             ));
         }
     }
-    for key in &device.ssh_authorized_keys {
-        authorized_keys(key).map_err(|e| format!("{file}: [device] ssh-authorized-keys: {e}"))?;
-    }
     if let Some(wifi) = &device.wifi {
         check_ssid(&wifi.ssid).map_err(|e| format!("WiFi SSID {:?}: {e}", wifi.ssid))?;
-        check_psk(&wifi.psk).map_err(|e| format!("WiFi passphrase: {e}"))?;
         let two_letters =
             wifi.country.len() == 2 && wifi.country.chars().all(|c| c.is_ascii_uppercase());
         if !wifi.country.is_empty() && !two_letters {
@@ -96,60 +95,6 @@ pub fn check(board: &Board) -> Result<(), String> {
     Ok(())
 }
 
-/// A hostname the device can announce by mDNS: one DNS label.
-pub fn check_hostname(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
-        Ok(())
-    } else {
-        Err("use 1 to 63 letters, digits and inner hyphens (it becomes <name>.local)".into())
-    }
-}
-
-/// The key lines of an `authorized_keys` text (comments and blank lines
-/// dropped); an error names the line that is not a public key.
-pub fn authorized_keys(text: &str) -> Result<Vec<String>, String> {
-    const TYPES: &[&str] = &[
-        "ssh-ed25519",
-        "ssh-rsa",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    ];
-    let mut keys = Vec::new();
-    for (number, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        if line.contains("PRIVATE KEY") {
-            return Err(format!(
-                "line {}: this is a private key; give the public key (the .pub file)",
-                number + 1
-            ));
-        }
-        // A line may start with options (`from="…" ssh-ed25519 AAAA…`).
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let typed = words
-            .windows(2)
-            .any(|w| TYPES.contains(&w[0]) && w[1].starts_with("AAAA"));
-        if !typed {
-            return Err(format!(
-                "line {}: not an OpenSSH public key (expected `ssh-ed25519 AAAA… comment`)",
-                number + 1
-            ));
-        }
-        keys.push(line.to_string());
-    }
-    Ok(keys)
-}
-
 fn check_ssid(ssid: &str) -> Result<(), String> {
     if ssid.is_empty() || ssid.len() > 32 {
         return Err("must be 1 to 32 bytes".into());
@@ -158,16 +103,6 @@ fn check_ssid(ssid: &str) -> Result<(), String> {
         return Err("must be one line".into());
     }
     Ok(())
-}
-
-fn check_psk(psk: &str) -> Result<(), String> {
-    let hex_key = psk.len() == 64 && psk.chars().all(|c| c.is_ascii_hexdigit());
-    let passphrase = (8..=63).contains(&psk.len()) && psk.chars().all(|c| (' '..='~').contains(&c));
-    if hex_key || passphrase {
-        Ok(())
-    } else {
-        Err("a WPA passphrase is 8 to 63 printable ASCII characters on one line (or a 64-digit hex key)".into())
-    }
 }
 
 /// A file of the root made from the device settings.
@@ -209,8 +144,11 @@ pub fn files(board: &Board) -> Vec<DeviceFile> {
         ),
     ];
     if !device.ssh_authorized_keys.is_empty() {
-        let mut keys = device.ssh_authorized_keys.join("\n");
-        keys.push('\n');
+        let mut keys = String::new();
+        for key in &device.ssh_authorized_keys {
+            keys.push_str(key.as_str());
+            keys.push('\n');
+        }
         files.push(file("root/.ssh/authorized_keys", keys, 0o600));
     }
     if let Some(wifi) = &device.wifi {
@@ -219,7 +157,9 @@ pub fn files(board: &Board) -> Vec<DeviceFile> {
             "etc/vinyl/wifi.conf",
             format!(
                 "# Written by the image builder (--wifi-ssid); a wifi.txt on the boot partition wins.\nssid={}\npsk={}\ncountry={}\n",
-                wifi.ssid, wifi.psk, wifi.country
+                wifi.ssid,
+                wifi.psk.as_str(),
+                wifi.country
             ),
             0o600,
         ));
@@ -361,6 +301,10 @@ mod tests {
     #[test]
     fn keys_with_options_are_accepted() {
         let line = format!("from=\"fd00::/8\" {KEY}");
-        assert_eq!(authorized_keys(&line).unwrap(), vec![line]);
+        let keys = SshPublicKey::parse_file(&line).unwrap();
+        assert_eq!(
+            keys.iter().map(SshPublicKey::as_str).collect::<Vec<_>>(),
+            vec![line]
+        );
     }
 }

@@ -3,9 +3,9 @@
 
 use anyhow::{Context as _, Result};
 use builder::config::Project;
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline, Product};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -159,81 +159,22 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = &cli.cache_dir {
         options.cache_dir = dir.clone();
     }
-    match cli.command.unwrap_or(Command::Build {
+    let command = cli.command.unwrap_or(Command::Build {
         out: None,
         gzip: false,
         xz_level: 6,
         rootfs_tar: None,
-    }) {
+    });
+    match command {
         Command::Inspect {
             image,
             partition,
             ls,
             cat,
-        } => {
-            match (partition, ls, cat) {
-                (None, None, None) => {
-                    let file = std::fs::File::open(&image)
-                        .with_context(|| format!("opening {}", image.display()))?;
-                    print!("{}", builder::image::inspect::table(&file)?);
-                }
-                (Some(number), Some(dir), None) => {
-                    for line in builder::image::inspect::list(&image, number, &dir)? {
-                        println!("{line}");
-                    }
-                }
-                (Some(number), None, Some(path)) => {
-                    let bytes = builder::image::inspect::read(&image, number, &path)?;
-                    std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
-                }
-                _ => anyhow::bail!("use --partition N with --ls PATH or --cat PATH, or neither"),
-            }
-            Ok(())
-        }
-        Command::Boards => {
-            for name in project.board_names() {
-                let board = project.board(&name)?;
-                println!("{name:<12} {}", board.description);
-            }
-            Ok(())
-        }
-        Command::Doctor => {
-            let board = project.board(&options.board)?;
-            let (triple, _) = builder::cross::triples(&board.architecture)?;
-            let checks = builder::doctor::cross_checks(triple);
-            for check in &checks {
-                let mark = if check.ok { "ok     " } else { "MISSING" };
-                println!("{mark} {:<12} {}", check.what, check.why);
-            }
-            match builder::doctor::fix_commands(&checks) {
-                None => {
-                    println!("This host can build {}.", board.name);
-                    Ok(())
-                }
-                Some(fix) => anyhow::bail!("missing prerequisites; install them with:\n  {fix}"),
-            }
-        }
-        Command::Lock { update } => {
-            let context = Context::new(project, &options)?;
-            let (lock, changes) = context.lock(update)?;
-            if changes.is_empty() {
-                println!(
-                    "{} is up to date ({} packages)",
-                    context.lock_path().display(),
-                    lock.packages.len()
-                );
-            } else {
-                println!(
-                    "{} ({} packages):",
-                    context.lock_path().display(),
-                    lock.packages.len()
-                );
-                for line in changes {
-                    println!("{line}");
-                }
-            }
-            Ok(())
-        }
+        } => inspect(&image, partition, ls, cat),
+        Command::Boards => boards(&project),
+        Command::Doctor => doctor(&project, &options.board),
+        Command::Lock { update } => lock(Pipeline::new(project, &options)?, update),
         Command::Build {
             out,
             gzip,
@@ -242,42 +183,103 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let out =
                 out.unwrap_or_else(|| Project::from_workspace().root.join("out").join(&cli.board));
-            let context = Context::new(project, &options)?;
-            let (lock, tree) = context.rootfs()?;
-            if let Some(path) = &rootfs_tar {
-                builder::export::write_tar(&tree, &context.store, path)?;
-            }
-            println!(
-                "{}: {} packages, {} files, {:.1} MB, tree {}",
-                context.board.name,
-                lock.image_packages().count(),
-                tree.len(),
-                tree.content_size() as f64 / 1e6,
-                tree.digest()
-            );
-            if context.board.kernel.is_none() {
-                // No kernel, no boot chain: the root filesystem is the product
-                // (e.g. a container image for `docker import`).
-                // (a --rootfs-tar already written is the product itself).
-                let path = match rootfs_tar {
-                    Some(path) => path,
-                    None => {
-                        let path =
-                            out.join(format!("{}.tar", builder::image::image_name(&context)));
-                        builder::export::write_tar(&tree, &context.store, &path)?;
-                        path
-                    }
-                };
-                println!("  {}", path.display());
-                return Ok(());
-            }
-            let built = builder::image::build(
-                &context,
-                &lock,
-                &tree,
+            let outputs = builder::image::OutputOptions { gzip, xz_level };
+            build(
+                Pipeline::new(project, &options)?,
                 &out,
-                &builder::image::OutputOptions { gzip, xz_level },
-            )?;
+                &outputs,
+                rootfs_tar.as_deref(),
+            )
+        }
+    }
+}
+
+fn inspect(
+    image: &Path,
+    partition: Option<usize>,
+    ls: Option<String>,
+    cat: Option<String>,
+) -> Result<()> {
+    match (partition, ls, cat) {
+        (None, None, None) => {
+            let file = std::fs::File::open(image)
+                .with_context(|| format!("opening {}", image.display()))?;
+            print!("{}", builder::image::inspect::table(&file)?);
+        }
+        (Some(number), Some(dir), None) => {
+            for line in builder::image::inspect::list(image, number, &dir)? {
+                println!("{line}");
+            }
+        }
+        (Some(number), None, Some(path)) => {
+            let bytes = builder::image::inspect::read(image, number, &path)?;
+            std::io::Write::write_all(&mut std::io::stdout(), &bytes)?;
+        }
+        _ => anyhow::bail!("use --partition N with --ls PATH or --cat PATH, or neither"),
+    }
+    Ok(())
+}
+
+fn boards(project: &Project) -> Result<()> {
+    for name in project.board_names() {
+        let board = project.board(&name)?;
+        println!("{name:<12} {}", board.description);
+    }
+    Ok(())
+}
+
+fn doctor(project: &Project, board: &str) -> Result<()> {
+    let board = project.board(board)?;
+    let checks = builder::doctor::cross_checks(board.architecture.rust_triple());
+    for check in &checks {
+        let mark = if check.ok { "ok     " } else { "MISSING" };
+        println!("{mark} {:<12} {}", check.what, check.why);
+    }
+    match builder::doctor::fix_commands(&checks) {
+        None => {
+            println!("This host can build {}.", board.name);
+            Ok(())
+        }
+        Some(fix) => anyhow::bail!("missing prerequisites; install them with:\n  {fix}"),
+    }
+}
+
+fn lock(pipeline: Pipeline, update: bool) -> Result<()> {
+    let (lock, changes) = pipeline.lock(update)?;
+    let path = pipeline.lock_path();
+    if changes.is_empty() {
+        println!(
+            "{} is up to date ({} packages)",
+            path.display(),
+            lock.packages.len()
+        );
+    } else {
+        println!("{} ({} packages):", path.display(), lock.packages.len());
+        for line in changes {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+fn build(
+    pipeline: Pipeline,
+    out: &Path,
+    outputs: &builder::image::OutputOptions,
+    rootfs_tar: Option<&Path>,
+) -> Result<()> {
+    let (rootfs, product) = pipeline.build(out, outputs, rootfs_tar)?;
+    println!(
+        "{}: {} packages, {} files, {:.1} MB, tree {}",
+        pipeline.board.name,
+        rootfs.packages,
+        rootfs.files,
+        rootfs.bytes as f64 / 1e6,
+        rootfs.digest
+    );
+    match product {
+        Product::RootfsTar(path) => println!("  {}", path.display()),
+        Product::SdImage(built) => {
             if built.up_to_date {
                 println!("  {} is up to date", out.display());
             }
@@ -285,7 +287,7 @@ fn run(cli: Cli) -> Result<()> {
                 let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
                 println!("  {:<50} {:>8.1} MB", file.display(), size as f64 / 1e6);
             }
-            Ok(())
         }
     }
+    Ok(())
 }

@@ -1,15 +1,33 @@
-//! The build stages wired together: configuration → lock → fetched packages →
-//! rootfs tree. Each stage reads only what the previous one produced.
+//! The table of contents: the stages of a build, in order. Only this file
+//! knows the order; each stage is a function in its own module that takes
+//! its inputs explicitly and returns its product, and none imports this
+//! module.
+//!
+//! 1. **configuration** (`config`, `device`): the board, its recipes and the
+//!    device settings become a [`Plan`];
+//! 2. **lock** (`lock`, `archive`): `boards/<board>.lock`, resolved against
+//!    the signed archive only when missing, stale or `--update`d;
+//! 3. **fetch** (`fetch`, `store`): the locked `.deb`s, verified into the store;
+//! 4. **cross** (`cross`): a sysroot from the lock, and the recipes' crates
+//!    cross-compiled against it;
+//! 5. **rootfs** (`rootfs`): packages, overlays, binaries, accounts,
+//!    tmpfiles, units, device files, exclusions → a [`Tree`];
+//! 6. **kernel** (`rootfs::modules`, `boot`): modules pruned to the board's
+//!    closure with kmod's indexes, then kernel and initramfs into `/boot`;
+//! 7. **output**, by the board's [`OutputKind`]: the SD image (`boot` for the
+//!    boot partition's files, `image` for the disk and the files beside it)
+//!    or the root filesystem as a tar (`export`).
 
 use crate::archive::Archive;
-use crate::config::{Board, Plan, Project};
+use crate::config::{Board, OutputKind, Plan, Project};
 use crate::fetch::Fetcher;
+use crate::image::{Built, ImageSpec, OutputOptions, Sources};
 use crate::lock::{self, Lock, LockedPackage};
 use crate::mirror::{self, Mirror};
 use crate::progress::Progress;
-use crate::rootfs::{self, tree::Tree};
+use crate::rootfs::tree::Tree;
 use crate::store::Store;
-use crate::{cross, doctor};
+use crate::{boot, cross, doctor, export, image, rootfs};
 use anyhow::{Context as _, Result};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
@@ -47,8 +65,9 @@ impl Options {
     }
 }
 
-/// A board loaded with its recipes, ready to build.
-pub struct Context {
+/// A board loaded with its recipes (stage 1), with the store and progress
+/// display the later stages are handed.
+pub struct Pipeline {
     pub project: Project,
     pub board: Board,
     pub plan: Plan,
@@ -58,8 +77,38 @@ pub struct Context {
     mirror_flag: Option<String>,
 }
 
-impl Context {
-    /// Loads the board and its recipes and opens the store.
+/// The root filesystem of a build, described for people.
+#[derive(Debug, Clone)]
+pub struct RootfsSummary {
+    pub packages: usize,
+    pub files: usize,
+    pub bytes: u64,
+    pub digest: String,
+}
+
+impl RootfsSummary {
+    fn of(lock: &Lock, tree: &Tree) -> Self {
+        RootfsSummary {
+            packages: lock.image_packages().count(),
+            files: tree.len(),
+            bytes: tree.content_size(),
+            digest: tree.digest(),
+        }
+    }
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub enum Product {
+    /// The SD card image and the files beside it.
+    SdImage(Built),
+    /// The root filesystem archive.
+    RootfsTar(PathBuf),
+}
+
+impl Pipeline {
+    /// Stage 1: loads the board, applies the device settings and merges
+    /// its recipes; opens the store.
     pub fn new(project: Project, options: &Options) -> Result<Self> {
         let mut board = project.board(&options.board)?;
         for name in &options.extra_recipes {
@@ -80,7 +129,7 @@ impl Context {
             );
         }
         let store = Store::open(&options.cache_dir)?;
-        Ok(Context {
+        Ok(Pipeline {
             project,
             board,
             plan,
@@ -107,16 +156,17 @@ impl Context {
     fn resolve(&self) -> Result<Lock> {
         let fetcher = Fetcher::new(self.mirror()?);
         let stage = self.progress.stage("index", 0, false);
+        let architecture = self.board.architecture.debian_name();
         let archive = Archive::load(
             &fetcher,
             &self.store,
             &self.board.suite,
             &self.board.components,
-            &self.board.architecture,
+            architecture,
         )?;
         stage.finish(&format!(
-            "{} {} ({})",
-            archive.release.codename, archive.release.date, self.board.architecture
+            "{} {} ({architecture})",
+            archive.release.codename, archive.release.date
         ));
         Ok(Lock::resolve(
             &self.board,
@@ -126,8 +176,9 @@ impl Context {
         )?)
     }
 
-    /// `builder lock`: writes the lock if it is missing or stale (or always,
-    /// with `update`), and returns the lines describing what changed.
+    /// Stage 2 as `builder lock`: writes the lock if it is missing or stale
+    /// (or always, with `update`), and returns the lines describing what
+    /// changed.
     pub fn lock(&self, update: bool) -> Result<(Lock, Vec<String>)> {
         let path = self.lock_path();
         let old = Lock::read(&path, &self.board.name)?;
@@ -143,7 +194,8 @@ impl Context {
         Ok((new, changes))
     }
 
-    /// The lock a build uses: read and checked; created when missing.
+    /// Stage 2 as a build uses it: the lock, read and checked; created when
+    /// missing.
     pub fn locked(&self) -> Result<Lock> {
         let path = self.lock_path();
         match Lock::read(&path, &self.board.name)? {
@@ -159,7 +211,7 @@ impl Context {
         }
     }
 
-    /// Downloads every locked package missing from the store.
+    /// Stage 3: downloads every locked package missing from the store.
     pub fn fetch(&self, lock: &Lock) -> Result<()> {
         let missing: Vec<&LockedPackage> = lock
             .packages
@@ -192,24 +244,147 @@ impl Context {
         Ok(())
     }
 
-    /// Locks, fetches, cross-compiles the recipes' crates and assembles the
-    /// root filesystem tree.
-    pub fn rootfs(&self) -> Result<(Lock, Tree)> {
+    /// Stage 4: cross-compiles the recipes' crates against a sysroot made
+    /// from the lock; returns (crate, binary).
+    pub fn cross(&self, lock: &Lock) -> Result<Vec<(String, PathBuf)>> {
         let crates = &self.plan.crates;
-        if !crates.is_empty() {
+        if crates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sysroot = cross::sysroot(&self.store, &self.progress, lock)?;
+        cross::build_crates(&cross::CrossBuild {
+            workspace: &self.project.root,
+            target_dir: &self.target_dir,
+            architecture: self.board.architecture,
+            sysroot: &sysroot,
+            crates,
+            quiet: self.progress.is_quiet(),
+        })
+    }
+
+    /// Stages 2 to 6: lock, fetch, cross, rootfs and (for boards with a
+    /// kernel) kernel. Returns the lock and the finished root tree.
+    pub fn rootfs(&self) -> Result<(Lock, Tree)> {
+        if !self.plan.crates.is_empty() {
             // Fail before any download if the host can't cross-compile.
-            let (triple, _) = cross::triples(&self.board.architecture)?;
+            let triple = self.board.architecture.rust_triple();
             doctor::require(&doctor::cross_checks(triple))?;
         }
         let lock = self.locked()?;
         self.fetch(&lock)?;
-        let binaries = if crates.is_empty() {
-            Vec::new()
-        } else {
-            let sysroot = cross::sysroot(self, &lock)?;
-            cross::build_crates(self, &sysroot, crates)?
-        };
-        let tree = rootfs::assemble(self, &lock, &binaries)?;
+        let binaries = self.cross(&lock)?;
+        let mut tree = rootfs::assemble(&rootfs::Inputs {
+            lock: &lock,
+            plan: &self.plan,
+            overlays: (self.plan.overlays.iter())
+                .map(|name| self.project.overlay_dir(name))
+                .collect(),
+            binaries: &binaries,
+            system_files: crate::device::files(&self.board),
+            store: &self.store,
+            progress: &self.progress,
+        })?;
+        if self.board.kernel.is_some() {
+            self.kernel(&lock, &mut tree)?;
+        }
         Ok((lock, tree))
+    }
+
+    /// Stage 6: prunes the kernel's modules to the board's closure and puts
+    /// kernel and initramfs into the slot's `/boot`.
+    fn kernel(&self, lock: &Lock, tree: &mut Tree) -> Result<()> {
+        let epoch = lock.source_date_epoch;
+        let modules = rootfs::modules::prune(tree, &self.store, &self.plan.modules, epoch)?;
+        tracing::info!(
+            "kernel {}: kept {} of {} modules",
+            modules.kernel_version,
+            modules.kept,
+            modules.available
+        );
+        let slot = boot::install_in_slot(
+            tree,
+            &boot::SlotInputs {
+                lock,
+                modules: &modules,
+                initramfs_modules: &self.plan.initramfs_modules,
+                board: &self.board.name,
+                store: &self.store,
+            },
+        )?;
+        tracing::info!(
+            "initramfs: {} KiB, modules {}",
+            slot.initramfs_size / 1024,
+            slot.initramfs_modules.join(" ")
+        );
+        Ok(())
+    }
+
+    /// What stage 7 writes for an SD image: the board's image and boot
+    /// settings, the boot chain's files, the output options.
+    pub fn image_spec(
+        &self,
+        lock: &Lock,
+        out_dir: &Path,
+        outputs: &OutputOptions,
+    ) -> Result<ImageSpec> {
+        Ok(ImageSpec {
+            board: self.board.name.clone(),
+            name: image::image_name(&self.board),
+            image: self.board.image.clone(),
+            boot: self.board.boot.clone(),
+            boot_chain: boot::partition_files(&self.board, lock)?,
+            script_sha256: crate::store::sha256_hex(boot::boot_script(&self.board).as_bytes()),
+            outputs: outputs.clone(),
+            out_dir: out_dir.to_path_buf(),
+        })
+    }
+
+    /// Stage 7 for an SD image: the disk and the files beside it, in
+    /// `out_dir` (nothing rewritten when they are up to date).
+    pub fn image(
+        &self,
+        lock: &Lock,
+        tree: &Tree,
+        out_dir: &Path,
+        outputs: &OutputOptions,
+    ) -> Result<Built> {
+        let spec = self.image_spec(lock, out_dir, outputs)?;
+        image::build(
+            &spec,
+            Sources {
+                lock,
+                tree,
+                store: &self.store,
+                progress: &self.progress,
+            },
+        )
+    }
+
+    /// The whole build: stages 2 to 7 for the board's output kind. A
+    /// `rootfs_tar` path also writes the root filesystem there (for a
+    /// `rootfs-tar` board it is the product).
+    pub fn build(
+        &self,
+        out_dir: &Path,
+        outputs: &OutputOptions,
+        rootfs_tar: Option<&Path>,
+    ) -> Result<(RootfsSummary, Product)> {
+        let (lock, tree) = self.rootfs()?;
+        let summary = RootfsSummary::of(&lock, &tree);
+        if let Some(path) = rootfs_tar {
+            export::write_tar(&tree, &self.store, path)?;
+        }
+        let product = match self.board.output {
+            OutputKind::SdImage => Product::SdImage(self.image(&lock, &tree, out_dir, outputs)?),
+            OutputKind::RootfsTar => Product::RootfsTar(match rootfs_tar {
+                Some(path) => path.to_path_buf(),
+                None => {
+                    let path = out_dir.join(format!("{}.tar", image::image_name(&self.board)));
+                    export::write_tar(&tree, &self.store, &path)?;
+                    path
+                }
+            }),
+        };
+        Ok((summary, product))
     }
 }

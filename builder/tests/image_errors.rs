@@ -3,10 +3,10 @@
 
 use builder::config::Project;
 use builder::lock::{LOCK_VERSION, Lock};
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use builder::rootfs::tree::{Node, Tree};
 
-fn project(root_mib: u64) -> (tempfile::TempDir, Context, Lock) {
+fn project(root_mib: u64) -> (tempfile::TempDir, Pipeline, Lock) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("boards")).unwrap();
     std::fs::write(
@@ -20,7 +20,7 @@ fn project(root_mib: u64) -> (tempfile::TempDir, Context, Lock) {
     let mut options = Options::for_board(&project, "tiny");
     options.cache_dir = dir.path().join("cache");
     options.quiet = true;
-    let context = Context::new(project, &options).unwrap();
+    let context = Pipeline::new(project, &options).unwrap();
     let lock = Lock {
         version: LOCK_VERSION,
         board: "tiny".into(),
@@ -46,15 +46,10 @@ fn tree_with(bytes: usize) -> Tree {
 fn a_tree_larger_than_the_slot_is_one_clear_error_and_leaves_nothing() {
     let (dir, context, lock) = project(8);
     let out = dir.path().join("out");
-    let error = builder::image::build(
-        &context,
-        &lock,
-        &tree_with(12 << 20),
-        &out,
-        &Default::default(),
-    )
-    .unwrap_err()
-    .to_string();
+    let error = context
+        .image(&lock, &tree_with(12 << 20), &out, &Default::default())
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("needs 13 MiB but a root slot has 8 MiB"),
         "{error}"
@@ -71,17 +66,17 @@ fn a_tree_larger_than_the_slot_is_one_clear_error_and_leaves_nothing() {
 fn a_small_tree_makes_an_inspectable_image() {
     let (dir, context, lock) = project(16);
     let out = dir.path().join("out");
-    let built = builder::image::build(
-        &context,
-        &lock,
-        &tree_with(1 << 20),
-        &out,
-        &builder::image::OutputOptions {
-            gzip: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let built = context
+        .image(
+            &lock,
+            &tree_with(1 << 20),
+            &out,
+            &builder::image::OutputOptions {
+                gzip: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let mut names: Vec<String> = built
         .files
         .iter()
@@ -134,10 +129,10 @@ fn an_unchanged_build_is_up_to_date_and_a_change_rebuilds() {
         ..Default::default()
     };
     let tree = tree_with(1 << 20);
-    let first = builder::image::build(&context, &lock, &tree, &out, &options).unwrap();
+    let first = context.image(&lock, &tree, &out, &options).unwrap();
     assert!(!first.up_to_date);
     let image_time = std::fs::metadata(&first.image).unwrap().modified().unwrap();
-    let again = builder::image::build(&context, &lock, &tree, &out, &options).unwrap();
+    let again = context.image(&lock, &tree, &out, &options).unwrap();
     assert!(again.up_to_date, "same inputs: nothing to write");
     assert_eq!(
         std::fs::metadata(&again.image).unwrap().modified().unwrap(),
@@ -149,13 +144,15 @@ fn an_unchanged_build_is_up_to_date_and_a_change_rebuilds() {
     let mut changed = tree.clone();
     changed.insert("etc/hostname", Node::file("other\n", 0o644, 0));
     assert!(
-        !builder::image::build(&context, &lock, &changed, &out, &options)
+        !context
+            .image(&lock, &changed, &out, &options)
             .unwrap()
             .up_to_date
     );
     std::fs::remove_file(out.join("vinyl-tiny.bmap")).unwrap();
     assert!(
-        !builder::image::build(&context, &lock, &changed, &out, &options)
+        !context
+            .image(&lock, &changed, &out, &options)
             .unwrap()
             .up_to_date
     );

@@ -6,7 +6,7 @@
 //! tests fail in CI and are skipped, with the reason, in a local run.
 
 use builder::config::Project;
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use builder::rootfs::tree::{Kind, Tree};
 use std::path::{Path, PathBuf};
 
@@ -57,7 +57,7 @@ fn resolves_qemu_virt_from_the_signed_archive() {
     std::fs::remove_file(dir.path().join("boards/qemu-virt.lock")).unwrap();
     let project = Project::new(dir.path());
     let cache = tempfile::tempdir().unwrap();
-    let context = Context::new(project.clone(), &options(&project, cache.path())).unwrap();
+    let context = Pipeline::new(project.clone(), &options(&project, cache.path())).unwrap();
     let (lock, changes) = context.lock(false).unwrap();
     assert!(!changes.is_empty());
     let image: Vec<&str> = lock.image_packages().map(|p| p.name.as_str()).collect();
@@ -98,7 +98,7 @@ fn resolves_qemu_virt_from_the_signed_archive() {
         "packages = [\"alsa-utilz\"]\n",
     )
     .unwrap();
-    let context = Context::new(project.clone(), &options(&project, cache.path())).unwrap();
+    let context = Pipeline::new(project.clone(), &options(&project, cache.path())).unwrap();
     let error = context.lock(false).unwrap_err().to_string();
     assert!(
         error.contains("unknown package \"alsa-utilz\" requested by recipes/audio.toml"),
@@ -107,16 +107,18 @@ fn resolves_qemu_virt_from_the_signed_archive() {
     assert!(error.contains("did you mean alsa-utils"), "{error}");
 }
 
-fn build_image(cache: &Path, out: &Path) -> (Tree, Context, builder::image::Built) {
+fn build_image(cache: &Path, out: &Path) -> (Tree, Pipeline, builder::image::Built) {
     let project = workspace();
-    let context = Context::new(project.clone(), &options(&project, cache)).unwrap();
+    let context = Pipeline::new(project.clone(), &options(&project, cache)).unwrap();
     let (lock, tree) = context.rootfs().unwrap();
-    let built = builder::image::build(&context, &lock, &tree, out, &Default::default()).unwrap();
+    let built = context
+        .image(&lock, &tree, out, &Default::default())
+        .unwrap();
     assert!(!built.up_to_date, "a fresh output directory");
     (tree, context, built)
 }
 
-fn text(tree: &Tree, context: &Context, path: &str) -> String {
+fn text(tree: &Tree, context: &Pipeline, path: &str) -> String {
     String::from_utf8(
         tree.read(path, &context.store)
             .unwrap()
@@ -172,7 +174,7 @@ fn qemu_virt_image_is_complete_and_reproducible_from_empty_caches() {
     check_image(&tree, &built, out_a.path());
 }
 
-fn check_tree(tree: &Tree, context: &Context) {
+fn check_tree(tree: &Tree, context: &Pipeline) {
     // Merged /usr, and the dynamic loader where aarch64 binaries look for it.
     assert_eq!(
         tree.get("bin").unwrap().kind,

@@ -11,15 +11,17 @@ pub mod io;
 pub mod layout;
 pub mod outputs;
 
+use crate::config::{BootConfig, ImageConfig};
 use crate::lock::Lock;
-use crate::pipeline::Context;
+use crate::progress::Progress;
 use crate::rootfs::tree::{Kind, Tree, content_bytes};
+use crate::store::Store;
 use anyhow::{Context as _, Result, bail};
 use globset::GlobBuilder;
 use layout::{Ids, Layout, Role, Sizes};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tempfile::NamedTempFile;
 
 /// Options for the files written next to the image.
@@ -40,6 +42,44 @@ impl Default for OutputOptions {
     }
 }
 
+/// What the image stage writes, apart from the tree: everything it needs
+/// from the board and the boot chain, and the output options.
+#[derive(Debug, Clone)]
+pub struct ImageSpec {
+    /// The board: identifiers derive from it, errors name its file.
+    pub board: String,
+    /// Base name of the output files.
+    pub name: String,
+    /// Partition sizes (the board's `[image]`).
+    pub image: ImageConfig,
+    /// Files copied from the tree onto the boot partition (`[boot]`).
+    pub boot: BootConfig,
+    /// What the boot chain puts on the boot partition: `boot.scr`, the A/B
+    /// state, `config.txt`.
+    pub boot_chain: BTreeMap<String, Vec<u8>>,
+    /// SHA-256 of the boot script's text, for the build key.
+    pub script_sha256: String,
+    pub outputs: OutputOptions,
+    /// Where the files go.
+    pub out_dir: PathBuf,
+}
+
+impl ImageSpec {
+    /// The path of the raw image.
+    pub fn image_path(&self) -> PathBuf {
+        self.out_dir.join(format!("{}.img", self.name))
+    }
+}
+
+/// What the image is made from, besides its spec.
+#[derive(Clone, Copy)]
+pub struct Sources<'a> {
+    pub lock: &'a Lock,
+    pub tree: &'a Tree,
+    pub store: &'a Store,
+    pub progress: &'a Progress,
+}
+
 /// What was built, for printing and tests.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -50,27 +90,30 @@ pub struct Built {
     pub up_to_date: bool,
 }
 
-/// The image's base name.
-pub fn image_name(context: &Context) -> String {
-    context
-        .board
+/// The image's base name for a board: `[image] name`, else `vinyl-<board>`.
+pub fn image_name(board: &crate::config::Board) -> String {
+    board
         .image
         .name
         .clone()
-        .unwrap_or_else(|| format!("vinyl-{}", context.board.name))
+        .unwrap_or_else(|| format!("vinyl-{}", board.name))
 }
 
 /// Files for the boot partition: the board's `[boot] files` globs over the tree.
-pub fn boot_files(context: &Context, tree: &Tree) -> Result<BTreeMap<String, Vec<u8>>> {
+pub fn boot_files(
+    spec: &ImageSpec,
+    tree: &Tree,
+    store: &Store,
+) -> Result<BTreeMap<String, Vec<u8>>> {
     let mut files = BTreeMap::new();
-    for spec in &context.board.boot.files {
-        let glob = GlobBuilder::new(spec.from.trim_start_matches('/'))
+    for file in &spec.boot.files {
+        let glob = GlobBuilder::new(file.from.trim_start_matches('/'))
             .literal_separator(true)
             .build()
             .with_context(|| {
                 format!(
                     "boards/{}.toml: bad boot file pattern {:?}",
-                    context.board.name, spec.from
+                    spec.board, file.from
                 )
             })?
             .compile_matcher();
@@ -81,55 +124,47 @@ pub fn boot_files(context: &Context, tree: &Tree) -> Result<BTreeMap<String, Vec
             {
                 continue;
             }
-            let Some(bytes) = tree.read(path, &context.store)? else {
+            let Some(bytes) = tree.read(path, store)? else {
                 continue;
             };
             let name = path.rsplit('/').next().unwrap_or(path);
-            let dest = format!("{}/{name}", spec.to.trim_matches('/'));
+            let dest = format!("{}/{name}", file.to.trim_matches('/'));
             files.insert(dest.trim_start_matches('/').to_string(), bytes);
             matched += 1;
         }
         if matched == 0 {
             bail!(
                 "boards/{}.toml: boot file pattern {:?} matches nothing in the root tree",
-                context.board.name,
-                spec.from
+                spec.board,
+                file.from
             );
         }
     }
     Ok(files)
 }
 
-/// Writes the image and its companion files into `out_dir`. Everything is
-/// written under temporary names and renamed only when all of it succeeded.
-pub fn build(
-    context: &Context,
-    lock: &Lock,
-    tree: &Tree,
-    out_dir: &Path,
-    options: &OutputOptions,
-) -> Result<Built> {
-    let name = image_name(context);
-    let key = build_key(context, lock, tree, options);
-    if outputs::up_to_date(out_dir, &name, &key, options) {
-        let ids = Ids::new(&context.board.name, &lock.digest());
+/// Writes the image and its companion files into the spec's `out_dir`.
+/// Everything is written under temporary names and renamed only when all
+/// of it succeeded.
+pub fn build(spec: &ImageSpec, sources: Sources) -> Result<Built> {
+    let key = build_key(spec, sources.lock, sources.tree);
+    let ids = Ids::new(&spec.board, &sources.lock.digest());
+    if outputs::up_to_date(&spec.out_dir, &spec.name, &key, &spec.outputs) {
         return Ok(Built {
-            layout: layout::plan(sizes(context), &ids),
-            files: outputs::output_names(&name, options)
+            layout: layout::plan(sizes(spec), &ids),
+            files: outputs::output_names(&spec.name, &spec.outputs)
                 .iter()
-                .map(|n| out_dir.join(n))
+                .map(|n| spec.out_dir.join(n))
                 .collect(),
-            image: out_dir.join(format!("{name}.img")),
+            image: spec.image_path(),
             up_to_date: true,
         });
     }
-    let (image, layout) = write_disk(context, lock, tree, out_dir)?;
-    let files = outputs::write_all(
-        context, lock, tree, &layout, image, out_dir, &name, options, &key,
-    )?;
+    let (image, layout) = write_disk(spec, sources)?;
+    let files = outputs::write_all(spec, sources, &layout, image, &key)?;
     Ok(Built {
         layout,
-        image: out_dir.join(format!("{name}.img")),
+        image: spec.image_path(),
         files,
         up_to_date: false,
     })
@@ -137,43 +172,41 @@ pub fn build(
 
 /// Everything the outputs depend on, hashed: the same key means the same
 /// bytes, so an existing set of outputs with this key need not be rewritten.
-pub fn build_key(context: &Context, lock: &Lock, tree: &Tree, options: &OutputOptions) -> String {
+pub fn build_key(spec: &ImageSpec, lock: &Lock, tree: &Tree) -> String {
     let inputs = format!(
         "builder {}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\nscript {}\ngzip {}\nxz {}\n",
         env!("CARGO_PKG_VERSION"),
-        context.board.name,
-        image_name(context),
+        spec.board,
+        spec.name,
         lock.digest(),
         tree.digest(),
-        context.board.image,
-        context.board.boot,
-        crate::store::sha256_hex(crate::boot::boot_script(&context.board).as_bytes()),
-        options.gzip,
-        options.xz_level,
+        spec.image,
+        spec.boot,
+        spec.script_sha256,
+        spec.outputs.gzip,
+        spec.outputs.xz_level,
     );
     format!("sha256:{}", crate::store::sha256_hex(inputs.as_bytes()))
 }
 
-fn sizes(context: &Context) -> Sizes {
+fn sizes(spec: &ImageSpec) -> Sizes {
     Sizes {
-        boot_mib: context.board.image.boot_mib,
-        root_mib: context.board.image.root_mib,
-        data_mib: context.board.image.data_mib,
+        boot_mib: spec.image.boot_mib,
+        root_mib: spec.image.root_mib,
+        data_mib: spec.image.data_mib,
     }
 }
 
 /// Writes the partition table and filesystems into a temporary file in
 /// `out_dir` (not yet under its final name).
-pub fn write_disk(
-    context: &Context,
-    lock: &Lock,
-    tree: &Tree,
-    out_dir: &Path,
-) -> Result<(NamedTempFile, Layout)> {
-    let board = &context.board;
+pub fn write_disk(spec: &ImageSpec, sources: Sources) -> Result<(NamedTempFile, Layout)> {
+    let Sources {
+        lock, tree, store, ..
+    } = sources;
+    let out_dir = &spec.out_dir;
     let epoch = lock.source_date_epoch;
-    let ids = Ids::new(&board.name, &lock.digest());
-    let layout = layout::plan(sizes(context), &ids);
+    let ids = Ids::new(&spec.board, &lock.digest());
+    let layout = layout::plan(sizes(spec), &ids);
     std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
     let image = tempfile::NamedTempFile::new_in(out_dir)?;
@@ -181,10 +214,10 @@ pub fn write_disk(
     file.set_len(layout.size)?;
     write_mbr(file, &layout)?;
 
-    let stage = context.progress.stage("image", 3, false);
+    let stage = sources.progress.stage("image", 3, false);
     let boot = layout.partition(Role::Boot);
-    let mut files = boot_files(context, tree)?;
-    files.extend(crate::boot::partition_files(board, lock)?);
+    let mut files = boot_files(spec, tree, store)?;
+    files.extend(spec.boot_chain.clone());
     fat::write(
         file,
         boot.offset,
@@ -204,13 +237,13 @@ pub fn write_disk(
     // Write every block that must read as zero, so `bmaptool copy` (which
     // skips unmapped blocks) can never leave stale bytes where they matter.
     options_a.assume_zeroed = false;
-    ext4_writer::write(file, root.offset, &ext4::entries(tree), &ext4::StoreSource(&context.store), &options_a)
+    ext4_writer::write(file, root.offset, &ext4::entries(tree), &ext4::StoreSource(store), &options_a)
         .map_err(|e| match e {
             ext4_writer::Error::TooSmall { needed, available } => anyhow::anyhow!(
                 "the root filesystem needs {} MiB but a root slot has {} MiB; raise `root-mib` in [image] of boards/{}.toml",
                 needed.div_ceil(1 << 20),
                 available >> 20,
-                board.name
+                spec.board
             ),
             other => anyhow::Error::new(other).context("writing root slot A"),
         })?;
@@ -289,9 +322,9 @@ pub fn civil_date(epoch: i64) -> (i64, u32, u32) {
 }
 
 /// Reads a file's bytes from the tree (used by manifests and tests).
-pub fn file_bytes(tree: &Tree, context: &Context, path: &str) -> Result<Option<Vec<u8>>> {
+pub fn file_bytes(tree: &Tree, store: &Store, path: &str) -> Result<Option<Vec<u8>>> {
     Ok(match tree.get(path).map(|n| &n.kind) {
-        Some(Kind::File { content, .. }) => Some(content_bytes(content, &context.store)?),
+        Some(Kind::File { content, .. }) => Some(content_bytes(content, store)?),
         _ => None,
     })
 }

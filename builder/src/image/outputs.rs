@@ -4,8 +4,9 @@
 //! so an interrupted build leaves no half-written output under a final name.
 
 use super::layout::Layout;
+use super::{ImageSpec, OutputOptions, Sources};
 use crate::lock::Lock;
-use crate::pipeline::Context;
+use crate::progress::Progress;
 use crate::rootfs::tree::{Kind, Tree, content_sha256};
 use anyhow::{Context as _, Result};
 use serde_json::json;
@@ -103,7 +104,7 @@ fn compress(
     xz: &NamedTempFile,
     gz: Option<&NamedTempFile>,
     level: u32,
-    context: &Context,
+    progress: &Progress,
 ) -> Result<(String, String, Option<String>)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
     // A fixed block size keeps the output independent of the thread count.
@@ -134,7 +135,7 @@ fn compress(
     let mut reader = io::BufReader::with_capacity(4 << 20, image);
     reader.seek(io::SeekFrom::Start(0))?;
     let mut buffer = vec![0u8; 4 << 20];
-    let stage = context.progress.stage("compress", size, true);
+    let stage = progress.stage("compress", size, true);
     loop {
         let n = reader.read(&mut buffer)?;
         if n == 0 {
@@ -167,7 +168,7 @@ fn compress(
 
 /// The manifest: board, lock, packages, partitions and every file's digest.
 pub fn manifest(
-    context: &Context,
+    board: &str,
     lock: &Lock,
     tree: &Tree,
     layout: &Layout,
@@ -187,7 +188,7 @@ pub fn manifest(
         })
         .collect();
     json!({
-        "board": context.board.name,
+        "board": board,
         "build-key": build_key,
         "image": { "sha256": image_sha256, "size": layout.size },
         "lock": { "digest": lock.digest(), "suite": lock.suite, "release-date": lock.release_date,
@@ -263,7 +264,7 @@ pub fn spdx(name: &str, lock: &Lock, image_sha256: &str) -> serde_json::Value {
 
 /// The names of every output file, in the order they are renamed into
 /// place: `manifest.json` last, since its build key vouches for the rest.
-pub fn output_names(name: &str, options: &super::OutputOptions) -> Vec<String> {
+pub fn output_names(name: &str, options: &OutputOptions) -> Vec<String> {
     let mut names = vec![
         format!("{name}.bmap"),
         format!("{name}.img.sha256"),
@@ -281,12 +282,7 @@ pub fn output_names(name: &str, options: &super::OutputOptions) -> Vec<String> {
 }
 
 /// Whether `out_dir` already holds every output, made with `build_key`.
-pub fn up_to_date(
-    out_dir: &Path,
-    name: &str,
-    build_key: &str,
-    options: &super::OutputOptions,
-) -> bool {
+pub fn up_to_date(out_dir: &Path, name: &str, build_key: &str, options: &OutputOptions) -> bool {
     let recorded = std::fs::read(out_dir.join("manifest.json"))
         .ok()
         .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
@@ -298,18 +294,15 @@ pub fn up_to_date(
 }
 
 /// Writes every companion file, then renames all of them and the image into place.
-#[allow(clippy::too_many_arguments)]
 pub fn write_all(
-    context: &Context,
-    lock: &Lock,
-    tree: &Tree,
+    spec: &ImageSpec,
+    sources: Sources,
     layout: &Layout,
     image: NamedTempFile,
-    out_dir: &Path,
-    name: &str,
-    options: &super::OutputOptions,
     build_key: &str,
 ) -> Result<Vec<PathBuf>> {
+    let Sources { lock, tree, .. } = sources;
+    let (out_dir, name, options) = (&spec.out_dir, spec.name.as_str(), &spec.outputs);
     let temp = || NamedTempFile::new_in(out_dir).context("creating a file in the output directory");
     let xz = temp()?;
     let gz = if options.gzip { Some(temp()?) } else { None };
@@ -319,7 +312,7 @@ pub fn write_all(
         &xz,
         gz.as_ref(),
         options.xz_level,
-        context,
+        sources.progress,
     )?;
     let ranges = mapped_ranges(image.as_file(), layout.size);
     let text = |content: String| -> Result<NamedTempFile> {
@@ -328,7 +321,7 @@ pub fn write_all(
         Ok(file)
     };
     let img_name = format!("{name}.img");
-    let manifest = manifest(context, lock, tree, layout, &image_sha, build_key);
+    let manifest = manifest(&spec.board, lock, tree, layout, &image_sha, build_key);
     // In the order of `output_names`.
     let mut files = vec![
         text(bmap_xml(image.as_file(), layout.size, &ranges)?)?,

@@ -2,8 +2,9 @@
 //! maintainer scripts would have done (declaratively), then the recipes.
 //!
 //! Steps run in a fixed order, each a function of the tree so far:
-//! packages → overlays → accounts → tmpfiles → systemd units → kernel
-//! modules → kernel and initramfs in /boot → system files → exclusions.
+//! packages → dpkg status → overlays → cross-compiled binaries → accounts →
+//! tmpfiles → systemd units → system files → exclusions. The kernel's
+//! modules and `/boot` come after, in their own stages (see `pipeline`).
 
 pub mod modules;
 pub mod overlay;
@@ -12,9 +13,12 @@ pub mod tmpfiles;
 pub mod tree;
 pub mod users;
 
+use crate::config::Plan;
 use crate::deb::{self, DebContents};
+use crate::device::DeviceFile;
 use crate::lock::{Lock, LockedPackage};
-use crate::pipeline::Context;
+use crate::progress::Progress;
+use crate::store::Store;
 use anyhow::{Context as _, Result, bail};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
@@ -22,64 +26,65 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tree::{Kind, Node, Tree};
 
-/// Builds the whole root filesystem tree for a locked board. `binaries` are
-/// cross-compiled workspace crates (name, host path) installed in /usr/bin.
-pub fn assemble(context: &Context, lock: &Lock, binaries: &[(String, PathBuf)]) -> Result<Tree> {
+/// What the root filesystem is made of.
+pub struct Inputs<'a> {
+    /// The packages to install (`used-by = image`) and the build time.
+    pub lock: &'a Lock,
+    /// The board's merged recipes: users, services, exclusions.
+    pub plan: &'a Plan,
+    /// Overlay directories, applied in this order.
+    pub overlays: Vec<PathBuf>,
+    /// Cross-compiled workspace crates (name, host path), for /usr/bin.
+    pub binaries: &'a [(String, PathBuf)],
+    /// Files that carry the device settings (hostname, NTP, keys, WiFi).
+    pub system_files: Vec<DeviceFile>,
+    pub store: &'a Store,
+    pub progress: &'a Progress,
+}
+
+/// Builds the root filesystem tree (without kernel modules and `/boot`).
+pub fn assemble(inputs: &Inputs) -> Result<Tree> {
+    let Inputs {
+        lock, plan, store, ..
+    } = inputs;
     let epoch = lock.source_date_epoch;
     let packages: Vec<&LockedPackage> = lock.image_packages().collect();
-    let unpacked = unpack_all(context, &packages)?;
+    let unpacked = unpack_all(store, inputs.progress, &packages)?;
     let mut tree = install_packages(&unpacked, epoch);
     write_dpkg_status(&mut tree, &unpacked, epoch);
-    for name in &context.plan.overlays {
-        overlay::apply(&mut tree, &context.project.overlay_dir(name), epoch)?;
+    for dir in &inputs.overlays {
+        overlay::apply(&mut tree, dir, epoch)?;
     }
-    for (name, path) in binaries {
+    for (name, path) in inputs.binaries {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut node = Node::file(Vec::new(), 0o755, epoch);
         node.kind = Kind::File {
             size: bytes.len() as u64,
-            content: tree::Content::Blob(context.store.insert(&bytes)?),
+            content: tree::Content::Blob(store.insert(&bytes)?),
         };
         tree.insert(&format!("usr/bin/{name}"), node);
     }
-    let accounts = create_accounts(&mut tree, context, epoch)?;
-    apply_tmpfiles(&mut tree, context, &accounts, epoch)?;
-    enable_units(&mut tree, context, epoch)?;
-    if context.board.kernel.is_some() {
-        let summary = modules::prune(&mut tree, &context.store, &context.plan.modules, epoch)?;
-        tracing::info!(
-            "kernel {}: kept {} of {} modules",
-            summary.kernel_version,
-            summary.kept,
-            summary.available
-        );
-        let slot = crate::boot::install_in_slot(&mut tree, context, lock, &summary)?;
-        tracing::info!(
-            "initramfs: {} KiB, modules {}",
-            slot.initramfs_size / 1024,
-            slot.initramfs_modules.join(" ")
-        );
-    }
-    write_system_files(&mut tree, context, epoch);
-    exclude_paths(&mut tree, &context.plan.exclude, &context.plan.keep)?;
+    let accounts = create_accounts(&mut tree, plan, store, epoch)?;
+    apply_tmpfiles(&mut tree, store, &accounts, epoch)?;
+    enable_units(&mut tree, plan, store, epoch)?;
+    write_system_files(&mut tree, &inputs.system_files, epoch);
+    exclude_paths(&mut tree, &plan.exclude, &plan.keep)?;
     Ok(tree)
 }
 
 /// Unpacks packages in parallel (cached per package digest).
 pub fn unpack_all<'a>(
-    context: &Context,
+    store: &Store,
+    progress: &Progress,
     packages: &[&'a LockedPackage],
 ) -> Result<Vec<(&'a LockedPackage, DebContents)>> {
-    let stage = context
-        .progress
-        .stage("unpack", packages.len() as u64, false);
+    let stage = progress.stage("unpack", packages.len() as u64, false);
     let unpacked = packages
         .par_iter()
         .map(|package| {
             stage.message(&package.name);
-            let contents =
-                deb::unpack_cached(&context.store, &package.filename, &package.sha256)
-                    .with_context(|| format!("unpacking {} {}", package.name, package.version))?;
+            let contents = deb::unpack_cached(store, &package.filename, &package.sha256)
+                .with_context(|| format!("unpacking {} {}", package.name, package.version))?;
             stage.inc(1);
             Ok((*package, contents))
         })
@@ -145,7 +150,7 @@ fn write_dpkg_status(tree: &mut Tree, unpacked: &[(&LockedPackage, DebContents)]
 /// sorted by name.
 fn config_files(
     tree: &Tree,
-    context: &Context,
+    store: &Store,
     dir: &str,
     suffix: &str,
 ) -> Result<BTreeMap<String, String>> {
@@ -157,7 +162,7 @@ fn config_files(
             .map(|(path, _)| path.clone())
             .collect();
         for path in paths {
-            if let Some(bytes) = tree.read(&path, &context.store)? {
+            if let Some(bytes) = tree.read(&path, store)? {
                 let name = path.rsplit('/').next().unwrap_or_default().to_string();
                 files.insert(name, String::from_utf8_lossy(&bytes).into_owned());
             }
@@ -166,9 +171,14 @@ fn config_files(
     Ok(files)
 }
 
-fn create_accounts(tree: &mut Tree, context: &Context, epoch: i64) -> Result<users::Accounts> {
+fn create_accounts(
+    tree: &mut Tree,
+    plan: &Plan,
+    store: &Store,
+    epoch: i64,
+) -> Result<users::Accounts> {
     let read = |path: &str| -> Result<String> {
-        let bytes = tree.read(path, &context.store)?.with_context(|| {
+        let bytes = tree.read(path, store)?.with_context(|| {
             format!("/{path} is missing; the base-passwd package must be installed")
         })?;
         Ok(String::from_utf8(bytes)?)
@@ -177,10 +187,10 @@ fn create_accounts(tree: &mut Tree, context: &Context, epoch: i64) -> Result<use
         &read("usr/share/base-passwd/passwd.master")?,
         &read("usr/share/base-passwd/group.master")?,
     )?;
-    for (name, text) in config_files(tree, context, "sysusers.d", ".conf")? {
+    for (name, text) in config_files(tree, store, "sysusers.d", ".conf")? {
         accounts.apply_sysusers(&name, &text)?;
     }
-    for spec in &context.plan.users {
+    for spec in &plan.users {
         if accounts.add_spec(spec).is_none() {
             bail!("no free system user ID for {}", spec.name);
         }
@@ -198,11 +208,11 @@ fn create_accounts(tree: &mut Tree, context: &Context, epoch: i64) -> Result<use
 
 fn apply_tmpfiles(
     tree: &mut Tree,
-    context: &Context,
+    store: &Store,
     accounts: &users::Accounts,
     epoch: i64,
 ) -> Result<()> {
-    for (name, text) in config_files(tree, context, "tmpfiles.d", ".conf")? {
+    for (name, text) in config_files(tree, store, "tmpfiles.d", ".conf")? {
         for action in tmpfiles::parse(&text) {
             match action {
                 tmpfiles::Action::Dir {
@@ -236,7 +246,7 @@ fn apply_tmpfiles(
     Ok(())
 }
 
-fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
+fn enable_units(tree: &mut Tree, plan: &Plan, store: &Store, epoch: i64) -> Result<()> {
     let mut units = BTreeMap::new();
     for base in ["usr/lib/systemd/system", "etc/systemd/system"] {
         let paths: Vec<String> = tree
@@ -245,7 +255,7 @@ fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
             .map(|(path, _)| path.clone())
             .collect();
         for path in paths {
-            if let Some(bytes) = tree.read(&path, &context.store)? {
+            if let Some(bytes) = tree.read(&path, store)? {
                 let name = path.rsplit('/').next().unwrap_or_default().to_string();
                 units.insert(
                     name,
@@ -259,11 +269,11 @@ fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
     }
     let presets = systemd::Presets::parse(&config_files(
         tree,
-        context,
+        store,
         "systemd/system-preset",
         ".preset",
     )?);
-    let links = systemd::enablement(&units, &presets, &context.plan.services)
+    let links = systemd::enablement(&units, &presets, &plan.services)
         .map_err(|e| anyhow::anyhow!("{e}; check the `services` of the board's recipes"))?;
     for (link, target) in links {
         tree.insert(
@@ -278,13 +288,17 @@ fn enable_units(tree: &mut Tree, context: &Context, epoch: i64) -> Result<()> {
     Ok(())
 }
 
-/// Files every image gets from the board and its device settings.
-fn write_system_files(tree: &mut Tree, context: &Context, epoch: i64) {
-    for file in crate::device::files(&context.board) {
+/// Files every image gets: the device settings' and those that stand in
+/// for what first-boot tools would write.
+fn write_system_files(tree: &mut Tree, files: &[DeviceFile], epoch: i64) {
+    for file in files {
         if file.path.starts_with("root/.ssh/") {
             tree.insert("root/.ssh", Node::dir(0o700, epoch));
         }
-        tree.insert(&file.path, Node::file(file.content, file.mode, epoch));
+        tree.insert(
+            &file.path,
+            Node::file(file.content.clone(), file.mode, epoch),
+        );
     }
     // Empty: the initramfs binds the device's own ID from /data over it.
     tree.insert("etc/machine-id", Node::file("", 0o444, epoch));
