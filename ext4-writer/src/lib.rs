@@ -30,6 +30,7 @@
 mod checksum;
 mod dir;
 mod encode;
+mod geometry;
 mod layout;
 mod tree;
 mod writer;

@@ -8,7 +8,10 @@ use std::os::unix::fs::FileExt;
 use crate::checksum::{fs_seed, inode_seed};
 use crate::dir::INDEX_FL;
 use crate::encode::{self, Desc, EXTENTS_FL, InodeInfo, SuperInfo};
-use crate::layout::{self, BS, Geometry, Mapping, Plan};
+use crate::geometry::{
+    self, BS, DESC_SIZE, FIRST_INO, Geometry, INODE_SIZE, JOURNAL_INO, Mapping, RESIZE_INO,
+};
+use crate::layout::{self, Plan};
 use crate::tree::{self, Body, Tree};
 use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
 
@@ -27,8 +30,6 @@ pub struct Summary {
     pub block_size: u32,
 }
 
-const RESIZE_INO: u32 = 7;
-const JOURNAL_INO: u32 = 8;
 const MIN_JOURNAL_BLOCKS: u32 = 1024;
 
 fn check_options(opts: &Options) -> Result<()> {
@@ -347,8 +348,8 @@ fn write_metadata(
         dirs: vec![0; groups],
         max_local: vec![0; groups],
     };
-    // Reserved inodes 1..=10 count as used; only the journal's has content.
-    for ino in 1..=10 {
+    // Reserved inodes count as used; only the journal's has content.
+    for ino in 1..FIRST_INO {
         inodes.mark(ino, false);
     }
     if let Some((i_block, size)) = &journal {
@@ -413,8 +414,8 @@ fn write_metadata(
     let mut block_bitmaps = vec![vec![0u8; bs]; groups];
     for (start, len) in plan.used() {
         for b in start..start + len {
-            let g = (b / layout::BLOCKS_PER_GROUP) as usize;
-            let bit = (b % layout::BLOCKS_PER_GROUP) as usize;
+            let g = (b / geometry::BLOCKS_PER_GROUP) as usize;
+            let bit = (b % geometry::BLOCKS_PER_GROUP) as usize;
             block_bitmaps[g][bit / 8] |= 1 << (bit % 8);
         }
     }
@@ -449,7 +450,7 @@ fn write_metadata(
 
     let mut gdt = vec![0u8; geo.gdt_blocks as usize * bs];
     for (g, d) in descs.iter().enumerate() {
-        encode::desc(d, g as u32, seed, &mut gdt[g * 64..]);
+        encode::desc(d, g as u32, seed, &mut gdt[g * DESC_SIZE as usize..]);
     }
     let info = SuperInfo {
         blocks: geo.blocks,
@@ -465,7 +466,7 @@ fn write_metadata(
         journal,
         reserved_gdt: geo.reserved_gdt as u16,
     };
-    for g in (0..geo.groups).filter(|&g| layout::has_super(g)) {
+    for g in (0..geo.groups).filter(|&g| geometry::has_super(g)) {
         let start = geo.group_start(g);
         let mut first = vec![0u8; bs];
         // Group 0's superblock sits 1024 bytes into the block (after the
@@ -499,7 +500,7 @@ fn write_resize_inode(
     let geo = &plan.geo;
     let per_block = BS / 4;
     let backups: Vec<u64> = (1..geo.groups)
-        .filter(|&g| layout::has_super(g))
+        .filter(|&g| geometry::has_super(g))
         .map(|g| geo.group_start(g))
         .collect();
     let mut dind_buf = vec![0u8; BS as usize];
@@ -559,8 +560,13 @@ impl InodeGroups {
         if table.is_empty() {
             table.resize(self.table_len, 0);
         }
-        encode::inode(info, ino, seed, &mut table[local as usize * 256..]);
-        if ino > 10 {
+        encode::inode(
+            info,
+            ino,
+            seed,
+            &mut table[local as usize * INODE_SIZE as usize..],
+        );
+        if ino >= FIRST_INO {
             self.mark(ino, is_dir);
         } else {
             // Reserved inodes (root, journal) are already marked used.
