@@ -32,6 +32,7 @@ mod dir;
 mod encode;
 mod geometry;
 mod layout;
+mod metadata;
 mod tree;
 mod writer;
 mod xattr;
