@@ -353,3 +353,111 @@ fn superblocks(geo: &Geometry, info: &SuperInfo) -> Blocks {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Entry, Timestamp, layout, tree};
+
+    const T: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+    /// A tree with no file content (nothing to stream), so the plan is final
+    /// once the extent trees are placed.
+    fn entries() -> Vec<Entry> {
+        vec![
+            Entry::dir("etc", 0o755, T),
+            Entry::file("etc/empty", 0o644, T, crate::FileData::Bytes(vec![])),
+            Entry::symlink("bin", T, "usr/bin"),
+            Entry::symlink("slow", T, "s".repeat(100)),
+        ]
+    }
+
+    fn encoded(opts: &Options) -> (Plan, Metadata) {
+        let entries = entries();
+        let tree = tree::build(&entries, opts.timestamp).unwrap();
+        let blocks = opts.size / BS;
+        let inodes = layout::inode_target(&tree, opts, blocks).unwrap();
+        let geo = Geometry::new(blocks, inodes, opts.grow_to.map(|b| b / BS)).unwrap();
+        let mut plan = layout::plan(&tree, opts, geo).unwrap();
+        plan.place_trees();
+        let i_blocks: Vec<[u8; 60]> = plan
+            .inodes
+            .iter()
+            .map(|p| encode::extent_tree(&p.map, 0).0)
+            .collect();
+        let meta = encode(&tree, &plan, &i_blocks, None, 1, opts);
+        (plan, meta)
+    }
+
+    fn zero_bits(bitmap: &[u8]) -> u32 {
+        bitmap.iter().map(|b| b.count_zeros()).sum()
+    }
+
+    #[test]
+    fn superblock_copies_in_sparse_super_groups() {
+        let (plan, meta) = encoded(&Options::new(4 * BLOCKS_PER_GROUP * BS, [1; 16]));
+        let starts: Vec<u64> = meta.superblocks.iter().map(|s| s.0).collect();
+        assert_eq!(starts, vec![0, BLOCKS_PER_GROUP, 3 * BLOCKS_PER_GROUP]);
+        // The magic: 1024 bytes in for group 0, at the start for backups.
+        assert_eq!(
+            meta.superblocks[0].1[1024 + 0x38..1024 + 0x3A],
+            [0x53, 0xEF]
+        );
+        assert_eq!(meta.superblocks[1].1[0x38..0x3A], [0x53, 0xEF]);
+        assert_eq!(meta.gdt.len() as u64, plan.geo.gdt_blocks * BS);
+    }
+
+    #[test]
+    fn free_counts_match_the_padded_bitmaps() {
+        // A short last group: its bitmap is padded past the end.
+        let blocks = BLOCKS_PER_GROUP + 7232;
+        let (plan, meta) = encoded(&Options::new(blocks * BS, [1; 16]));
+        assert_eq!(meta.groups.len(), 2);
+        for g in &meta.groups {
+            assert_eq!(g.desc.free_blocks, zero_bits(&g.block_bitmap));
+            assert_eq!(g.desc.free_inodes, zero_bits(&g.inode_bitmap));
+        }
+        assert_eq!(zero_bits(&meta.groups[1].block_bitmap[7232 / 8..]), 0);
+        let used_inodes = plan.geo.inodes() as u64 - meta.free_inodes;
+        // The reserved ones (the root among them), lost+found and 4 entries.
+        assert_eq!(used_inodes, 10 + 1 + 4);
+        let used_blocks: u64 = plan.used().iter().map(|r| r.1).sum();
+        assert_eq!(meta.free_blocks, blocks - used_blocks);
+    }
+
+    #[test]
+    fn groups_without_inodes_have_no_table() {
+        let (_, meta) = encoded(&Options::new(4 * BLOCKS_PER_GROUP * BS, [1; 16]));
+        let tables: Vec<bool> = meta
+            .groups
+            .iter()
+            .map(|g| g.inode_table.is_some())
+            .collect();
+        assert_eq!(tables, vec![true, false, false, false]);
+    }
+
+    #[test]
+    fn resize_inode_maps_the_reserved_blocks() {
+        let mut opts = Options::new(4 * BLOCKS_PER_GROUP * BS, [1; 16]);
+        assert!(encoded(&opts).1.resize_blocks.is_empty());
+        opts.grow_to = Some(64 << 30);
+        let (plan, meta) = encoded(&opts);
+        let geo = &plan.geo;
+        assert!(geo.reserved_gdt > 0);
+        let primary = 1 + geo.gdt_blocks;
+        // Each reserved block lists its copies in backup groups 1 and 3.
+        let copies = [BLOCKS_PER_GROUP + primary, 3 * BLOCKS_PER_GROUP + primary];
+        let list: Vec<u8> = copies
+            .iter()
+            .flat_map(|&b| (b as u32).to_le_bytes())
+            .collect();
+        assert_eq!(meta.resize_blocks[0], (primary, list));
+        let dind = plan.resize_dind.unwrap();
+        assert_eq!(meta.resize_blocks.last().unwrap().0, dind);
+        assert_eq!(meta.resize_blocks.len() as u64, geo.reserved_gdt + 1);
+        // Inode 7's doubly-indirect pointer (i_block[13]).
+        let table = meta.groups[0].inode_table.as_ref().unwrap();
+        let at = (RESIZE_INO as usize - 1) * INODE_SIZE as usize + 0x28 + 13 * 4;
+        assert_eq!(table[at..at + 4], (dind as u32).to_le_bytes());
+    }
+}
