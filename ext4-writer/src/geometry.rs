@@ -30,10 +30,15 @@ pub const LPF_INO: u32 = FIRST_INO;
 /// Sizes of the block groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Geometry {
+    /// Filesystem size in blocks.
     pub blocks: u64,
+    /// Number of block groups.
     pub groups: u32,
+    /// Inodes in each group (a multiple of the inodes per block).
     pub inodes_per_group: u32,
+    /// Blocks of each group's inode table.
     pub itable_blocks: u64,
+    /// Blocks of the group descriptor table.
     pub gdt_blocks: u64,
     /// Descriptor blocks reserved for online growth (resize_inode).
     pub reserved_gdt: u64,
@@ -128,15 +133,20 @@ impl Geometry {
 /// A run of blocks mapped at a logical block of a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Extent {
+    /// First logical block of the file covered.
     pub logical: u32,
+    /// First physical block.
     pub start: u64,
+    /// Length in blocks, at most [`MAX_EXTENT_LEN`].
     pub len: u32,
 }
 
 /// Where an inode's data lives: extents plus the blocks of its extent tree.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Mapping {
+    /// The data, in logical order; holes lie between extents.
     pub extents: Vec<Extent>,
+    /// Blocks for the extent tree beyond the inode, leaves first.
     pub tree: Vec<u64>,
 }
 

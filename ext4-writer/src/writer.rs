@@ -137,19 +137,7 @@ pub fn write(
     let mut w = BlockWriter::new(file, offset, opts.assume_zeroed);
     let seed = fs_seed(&opts.uuid);
     write_placed(&mut w, &tree, &plan, seed)?;
-    // File data, placed in inode order as it streams.
-    let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
-    for (i, ino) in tree.inodes.iter().enumerate() {
-        if let Body::File { size, data, path } = &ino.body {
-            let reader = open(data, path, source)?;
-            let file = FileStream {
-                reader,
-                size: *size,
-                path,
-            };
-            plan.inodes[i].map = file.write(&mut w, &mut plan, &mut chunk, opts.sparse_files)?;
-        }
-    }
+    write_file_data(&mut w, &tree, &mut plan, source, opts.sparse_files)?;
     plan.place_trees();
     if plan.placed_end() > plan.geo.blocks {
         // Only possible when holes fragment files so much that their extent
@@ -219,6 +207,30 @@ fn write_placed(w: &mut BlockWriter, tree: &Tree, plan: &Plan, seed: u32) -> Res
             let mut buf = vec![0u8; BS as usize];
             xattr::encode_block(&ino.meta.xattrs, b, plan.xattr_refs[&b], seed, &mut buf);
             w.write(b, &buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams every regular file's content, in inode order, placing its
+/// blocks as they come (all-zero ones become holes if `sparse`).
+fn write_file_data(
+    w: &mut BlockWriter,
+    tree: &Tree,
+    plan: &mut Plan,
+    source: &dyn ContentSource,
+    sparse: bool,
+) -> Result<()> {
+    let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if let Body::File { size, data, path } = &ino.body {
+            let reader = open(data, path, source)?;
+            let file = FileStream {
+                reader,
+                size: *size,
+                path,
+            };
+            plan.inodes[i].map = file.write(w, plan, &mut chunk, sparse)?;
         }
     }
     Ok(())
