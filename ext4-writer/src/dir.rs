@@ -3,7 +3,7 @@
 //! stay fast. Pure.
 
 use crate::checksum::crc32c_raw;
-use crate::layout::BS;
+use crate::geometry::BS;
 use crate::tree::{DirChild, ftype};
 
 /// Inode flag: the directory has a hash-tree index.

@@ -3,7 +3,10 @@
 
 use crate::Timestamp;
 use crate::checksum::crc32c_raw;
-use crate::layout::{BS, Extent, Mapping};
+use crate::geometry::{
+    BS, DESC_SIZE, EXTENTS_IN_INODE, EXTENTS_PER_BLOCK, EXTRA_ISIZE, Extent, FIRST_INO, INODE_SIZE,
+    JOURNAL_INO, Mapping,
+};
 use crate::xattr::{self, Xattr};
 
 fn put16(b: &mut [u8], off: usize, v: u16) {
@@ -36,8 +39,6 @@ pub mod feature {
 
 /// Inode flag: data is mapped by extents.
 pub const EXTENTS_FL: u32 = 0x80000;
-/// Bytes of inode beyond the original 128 (up to and including i_projid).
-pub const EXTRA_ISIZE: u16 = 32;
 
 /// Splits a seconds+nanos time into the 32-bit field and the `_extra` field
 /// (two epoch bits extending the range, then nanoseconds).
@@ -89,8 +90,8 @@ pub fn superblock(s: &SuperInfo, group: u32) -> [u8; 1024] {
     put16(&mut b, 0x3C, 1); // on errors: continue
     put32(&mut b, 0x40, time); // last check
     put32(&mut b, 0x4C, 1); // dynamic revision
-    put32(&mut b, 0x54, 11); // first non-reserved inode
-    put16(&mut b, 0x58, 256); // inode size
+    put32(&mut b, 0x54, FIRST_INO);
+    put16(&mut b, 0x58, INODE_SIZE as u16);
     put16(&mut b, 0x5A, group as u16);
     let journal = if s.journal.is_some() {
         COMPAT_HAS_JOURNAL
@@ -129,11 +130,11 @@ pub fn superblock(s: &SuperInfo, group: u32) -> [u8; 1024] {
         b[0xEC + 4 * i..0xF0 + 4 * i].copy_from_slice(w);
     }
     b[0xFC] = 1; // default hash: half_md4, as mke2fs
-    put16(&mut b, 0xFE, 64); // descriptor size
+    put16(&mut b, 0xFE, DESC_SIZE as u16);
     put32(&mut b, 0x100, 0x000C); // default mount options: user_xattr, acl
     put32(&mut b, 0x108, time); // mkfs time
     if let Some((i_block, size)) = &s.journal {
-        put32(&mut b, 0xE0, 8); // journal inode
+        put32(&mut b, 0xE0, JOURNAL_INO);
         b[0xFD] = 1; // s_jnl_blocks holds a copy of the journal's i_block
         b[0x10C..0x10C + 60].copy_from_slice(i_block);
         put32(&mut b, 0x10C + 60, (size >> 32) as u32);
@@ -174,7 +175,7 @@ const BG_INODE_ZEROED: u16 = 0x4;
 
 /// Encodes a 64-byte group descriptor with its checksum.
 pub fn desc(d: &Desc, group: u32, fs_seed: u32, out: &mut [u8]) {
-    let b = &mut out[..64];
+    let b = &mut out[..DESC_SIZE as usize];
     b.fill(0);
     put32(b, 0x00, d.block_bitmap as u32);
     put32(b, 0x04, d.inode_bitmap as u32);
@@ -218,7 +219,7 @@ pub struct InodeInfo<'a> {
 
 /// Encodes a 256-byte inode with its checksum.
 pub fn inode(i: &InodeInfo, ino: u32, fs_seed: u32, out: &mut [u8]) {
-    let b = &mut out[..256];
+    let b = &mut out[..INODE_SIZE as usize];
     b.fill(0);
     let (t, t_extra) = encode_time(i.time);
     let sectors = i.blocks * (BS / 512);
@@ -270,22 +271,6 @@ pub fn device_i_block(major: u32, minor: u32) -> [u8; 60] {
     b
 }
 
-/// Entries in a 4 KiB extent-tree block (after the 12-byte header, before
-/// the 4-byte checksum tail).
-const PER_BLOCK: usize = (BS as usize - 12) / 12;
-/// Entries in the inode's i_block.
-const PER_INODE: usize = 4;
-
-/// Extent-tree blocks (leaves and index blocks) needed for `n` extents.
-pub fn tree_blocks_needed(n: usize) -> u64 {
-    let (mut count, mut total) = (n, 0);
-    while count > PER_INODE {
-        count = count.div_ceil(PER_BLOCK);
-        total += count as u64;
-    }
-    total
-}
-
 fn extent_header(b: &mut [u8], entries: usize, max: usize, depth: u16) {
     put16(b, 0, 0xF30A);
     put16(b, 2, entries as u16);
@@ -301,16 +286,16 @@ pub fn extent_tree(map: &Mapping, inode_seed: u32) -> ([u8; 60], Vec<(u64, Vec<u
     let mut blocks = Vec::new();
     let mut tree = map.tree.iter();
     let mut depth = 0u16;
-    while level.len() > PER_INODE {
+    while level.len() > EXTENTS_IN_INODE {
         let mut up = Vec::new();
-        for chunk in level.chunks(PER_BLOCK) {
+        for chunk in level.chunks(EXTENTS_PER_BLOCK) {
             let at = *tree.next().expect("planned enough extent-tree blocks");
             let mut b = vec![0u8; BS as usize];
-            extent_header(&mut b, chunk.len(), PER_BLOCK, depth);
+            extent_header(&mut b, chunk.len(), EXTENTS_PER_BLOCK, depth);
             for (k, (_, e)) in chunk.iter().enumerate() {
                 b[12 + 12 * k..24 + 12 * k].copy_from_slice(e);
             }
-            let tail = 12 + 12 * PER_BLOCK;
+            let tail = 12 + 12 * EXTENTS_PER_BLOCK;
             let csum = crc32c_raw(inode_seed, &b[..tail]);
             put32(&mut b, tail, csum);
             blocks.push((at, b));
@@ -324,7 +309,7 @@ pub fn extent_tree(map: &Mapping, inode_seed: u32) -> ([u8; 60], Vec<(u64, Vec<u
         depth += 1;
     }
     let mut i_block = [0u8; 60];
-    extent_header(&mut i_block, level.len(), PER_INODE, depth);
+    extent_header(&mut i_block, level.len(), EXTENTS_IN_INODE, depth);
     for (k, (_, e)) in level.iter().enumerate() {
         i_block[12 + 12 * k..24 + 12 * k].copy_from_slice(e);
     }
@@ -358,15 +343,6 @@ pub fn journal_superblock(blocks: u32, uuid: &[u8; 16]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tree_sizes() {
-        assert_eq!(tree_blocks_needed(0), 0);
-        assert_eq!(tree_blocks_needed(4), 0);
-        assert_eq!(tree_blocks_needed(5), 1);
-        assert_eq!(tree_blocks_needed(340 * 4), 4);
-        assert_eq!(tree_blocks_needed(340 * 4 + 1), 5 + 1);
-    }
 
     #[test]
     fn time_epoch_bits() {

@@ -26,11 +26,30 @@
 //! file.set_len(opts.size).unwrap();
 //! ext4_writer::write(&file, 0, &entries, &NoSource, &opts).unwrap();
 //! ```
+//!
+//! # Modules
+//!
+//! Which internal module uses which; there are no cycles. Every module may
+//! use the public types defined here (`lib.rs`), which itself uses only
+//! `writer`, to re-export [`write()`], [`min_size`] and [`Summary`].
+//!
+//! ```text
+//! writer    (I/O)   -> metadata layout encode tree xattr checksum geometry
+//! metadata  (pure)  -> layout encode dir tree checksum geometry
+//! layout    (pure)  -> dir tree xattr geometry
+//! encode    (pure)  -> xattr checksum geometry
+//! dir       (pure)  -> tree checksum geometry
+//! tree      (pure)  -> xattr geometry
+//! xattr     (pure)  -> checksum geometry
+//! checksum, geometry: leaves
+//! ```
 
 mod checksum;
 mod dir;
 mod encode;
+mod geometry;
 mod layout;
+mod metadata;
 mod tree;
 mod writer;
 mod xattr;

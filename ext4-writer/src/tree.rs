@@ -3,13 +3,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::geometry::{LPF_INO, ROOT_INO};
 use crate::xattr::{self, Xattr};
 use crate::{Entry, Error, FileData, Kind, Result, Timestamp, lossy};
 
-/// The root directory's inode number.
-pub const ROOT_INO: u32 = 2;
-/// lost+found's inode number (the first non-reserved inode, as mke2fs does).
-pub const LPF_INO: u32 = 11;
 /// Most names a non-directory inode may have.
 pub const MAX_LINKS: u32 = 65000;
 

@@ -6,9 +6,10 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use crate::checksum::{fs_seed, inode_seed};
-use crate::dir::INDEX_FL;
-use crate::encode::{self, Desc, EXTENTS_FL, InodeInfo, SuperInfo};
-use crate::layout::{self, BS, Geometry, Mapping, Plan};
+use crate::encode;
+use crate::geometry::{BS, Geometry, JOURNAL_INO, Mapping};
+use crate::layout::{self, Plan};
+use crate::metadata::{self, JournalRoot, Metadata};
 use crate::tree::{self, Body, Tree};
 use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
 
@@ -27,8 +28,6 @@ pub struct Summary {
     pub block_size: u32,
 }
 
-const RESIZE_INO: u32 = 7;
-const JOURNAL_INO: u32 = 8;
 const MIN_JOURNAL_BLOCKS: u32 = 1024;
 
 fn check_options(opts: &Options) -> Result<()> {
@@ -138,19 +137,7 @@ pub fn write(
     let mut w = BlockWriter::new(file, offset, opts.assume_zeroed);
     let seed = fs_seed(&opts.uuid);
     write_placed(&mut w, &tree, &plan, seed)?;
-    // File data, placed in inode order as it streams.
-    let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
-    for (i, ino) in tree.inodes.iter().enumerate() {
-        if let Body::File { size, data, path } = &ino.body {
-            let reader = open(data, path, source)?;
-            let file = FileStream {
-                reader,
-                size: *size,
-                path,
-            };
-            plan.inodes[i].map = file.write(&mut w, &mut plan, &mut chunk, opts.sparse_files)?;
-        }
-    }
+    write_file_data(&mut w, &tree, &mut plan, source, opts.sparse_files)?;
     plan.place_trees();
     if plan.placed_end() > plan.geo.blocks {
         // Only possible when holes fragment files so much that their extent
@@ -168,27 +155,35 @@ pub fn write(
         .map(|(ino, p)| write_extent_tree(&mut w, &p.map, inode_seed(seed, ino.ino, 0)))
         .collect::<Result<Vec<_>>>()?;
     let journal = match &plan.journal {
-        Some(m) => {
-            let i_block = write_extent_tree(&mut w, m, inode_seed(seed, JOURNAL_INO, 0))?;
-            let n = opts.journal_blocks.unwrap_or_default();
-            if !opts.assume_zeroed {
-                // An old log left in place would do no harm while s_start
-                // is 0, but clear it anyway.
-                for e in &m.extents {
-                    w.write(e.start, &vec![0; e.len as usize * BS as usize])?;
-                }
-            }
-            w.write(
-                m.extents[0].start,
-                &encode::journal_superblock(n, &opts.uuid),
-            )?;
-            Some((i_block, n as u64 * BS))
-        }
+        Some(m) => Some(write_journal(&mut w, m, seed, opts)?),
         None => None,
     };
-    let summary = write_metadata(&mut w, &tree, &plan, &trees, journal, seed, opts)?;
+    let meta = metadata::encode(&tree, &plan, &trees, journal, seed, opts);
+    write_metadata(&mut w, &meta, &plan, opts)?;
     w.flush()?;
-    Ok(summary)
+    Ok(summary(&plan.geo, &meta))
+}
+
+/// Writes the journal's extent tree and its jbd2 superblock; returns the
+/// journal inode's i_block and size.
+fn write_journal(
+    w: &mut BlockWriter,
+    map: &Mapping,
+    seed: u32,
+    opts: &Options,
+) -> Result<JournalRoot> {
+    let i_block = write_extent_tree(w, map, inode_seed(seed, JOURNAL_INO, 0))?;
+    let n = opts.journal_blocks.unwrap_or_default();
+    if !opts.assume_zeroed {
+        // An old log left in place would do no harm while s_start is 0, but
+        // clear it anyway.
+        for e in &map.extents {
+            w.write(e.start, &vec![0; e.len as usize * BS as usize])?;
+        }
+    }
+    let first = map.extents[0].start;
+    w.write(first, &encode::journal_superblock(n, &opts.uuid))?;
+    Ok((i_block, n as u64 * BS))
 }
 
 /// Writes what the plan placed up front: directories, slow symlinks and
@@ -212,6 +207,30 @@ fn write_placed(w: &mut BlockWriter, tree: &Tree, plan: &Plan, seed: u32) -> Res
             let mut buf = vec![0u8; BS as usize];
             xattr::encode_block(&ino.meta.xattrs, b, plan.xattr_refs[&b], seed, &mut buf);
             w.write(b, &buf)?;
+        }
+    }
+    Ok(())
+}
+
+/// Streams every regular file's content, in inode order, placing its
+/// blocks as they come (all-zero ones become holes if `sparse`).
+fn write_file_data(
+    w: &mut BlockWriter,
+    tree: &Tree,
+    plan: &mut Plan,
+    source: &dyn ContentSource,
+    sparse: bool,
+) -> Result<()> {
+    let mut chunk = vec![0u8; CHUNK_BLOCKS * BS as usize];
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if let Body::File { size, data, path } = &ino.body {
+            let reader = open(data, path, source)?;
+            let file = FileStream {
+                reader,
+                size: *size,
+                path,
+            };
+            plan.inodes[i].map = file.write(w, plan, &mut chunk, sparse)?;
         }
     }
     Ok(())
@@ -323,257 +342,41 @@ fn write_mapped(w: &mut BlockWriter, map: &Mapping, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Inode tables, bitmaps, group descriptors and superblocks.
-fn write_metadata(
-    w: &mut BlockWriter,
-    tree: &Tree,
-    plan: &Plan,
-    trees: &[[u8; 60]],
-    journal: Option<([u8; 60], u64)>,
-    seed: u32,
-    opts: &Options,
-) -> Result<Summary> {
-    let geo = &plan.geo;
-    let ipg = geo.inodes_per_group;
-    let bs = BS as usize;
-    let groups = geo.groups as usize;
-    let mut descs = vec![Desc::default(); groups];
-    let mut inodes = InodeGroups {
-        ipg,
-        table_len: geo.itable_blocks as usize * bs,
-        tables: vec![Vec::new(); groups],
-        bitmaps: vec![vec![0u8; bs]; groups],
-        used: vec![0; groups],
-        dirs: vec![0; groups],
-        max_local: vec![0; groups],
+/// Puts the encoded metadata in place. Inode tables of groups without
+/// inodes are left alone when the target already reads as zeros.
+fn write_metadata(w: &mut BlockWriter, meta: &Metadata, plan: &Plan, opts: &Options) -> Result<()> {
+    for (block, data) in &meta.resize_blocks {
+        w.write(*block, data)?;
+    }
+    let zero_table = if opts.assume_zeroed {
+        Vec::new()
+    } else {
+        vec![0; plan.geo.itable_blocks as usize * BS as usize]
     };
-    // Reserved inodes 1..=10 count as used; only the journal's has content.
-    for ino in 1..=10 {
-        inodes.mark(ino, false);
-    }
-    if let Some((i_block, size)) = &journal {
-        let info = InodeInfo {
-            mode: 0o100600,
-            uid: 0,
-            gid: 0,
-            size: *size,
-            links: 1,
-            blocks: plan.journal.as_ref().map_or(0, Mapping::blocks),
-            flags: EXTENTS_FL,
-            i_block: *i_block,
-            xattr_block: 0,
-            time: opts.timestamp,
-            inline_xattrs: &[],
-        };
-        inodes.put(JOURNAL_INO, &info, false, seed);
-    }
-    if let Some(info) = write_resize_inode(w, plan, opts)? {
-        inodes.put(RESIZE_INO, &info, false, seed);
-    }
-    for ((ino, p), i_block) in tree.inodes.iter().zip(&plan.inodes).zip(trees) {
-        let m = &ino.meta;
-        let (size, flags, i_block) = match &ino.body {
-            Body::Dir { .. } => {
-                let shape = p.dir.as_ref().expect("directories have a shape");
-                let index = if shape.indexed() { INDEX_FL } else { 0 };
-                (shape.blocks() * BS, EXTENTS_FL | index, *i_block)
-            }
-            Body::File { size, .. } => (*size, EXTENTS_FL, *i_block),
-            Body::Symlink(t) if t.len() >= 60 => (t.len() as u64, EXTENTS_FL, *i_block),
-            Body::Symlink(t) => {
-                let mut b = [0u8; 60];
-                b[..t.len()].copy_from_slice(t);
-                (t.len() as u64, 0, b)
-            }
-            Body::Device { major, minor } => (0, 0, encode::device_i_block(*major, *minor)),
-            Body::Special => (0, 0, [0u8; 60]),
-        };
-        let inline = if p.xattr_block.is_none() {
-            &m.xattrs[..]
-        } else {
-            &[]
-        };
-        let info = InodeInfo {
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            size,
-            links: ino.links as u16,
-            blocks: p.map.blocks() + p.xattr_block.map_or(0, |_| 1),
-            flags,
-            i_block,
-            xattr_block: p.xattr_block.unwrap_or(0),
-            time: m.mtime,
-            inline_xattrs: inline,
-        };
-        inodes.put(ino.ino, &info, matches!(ino.body, Body::Dir { .. }), seed);
-    }
-
-    // Block bitmaps from the used runs.
-    let mut block_bitmaps = vec![vec![0u8; bs]; groups];
-    for (start, len) in plan.used() {
-        for b in start..start + len {
-            let g = (b / layout::BLOCKS_PER_GROUP) as usize;
-            let bit = (b % layout::BLOCKS_PER_GROUP) as usize;
-            block_bitmaps[g][bit / 8] |= 1 << (bit % 8);
+    for g in &meta.groups {
+        w.write(g.desc.block_bitmap, &g.block_bitmap)?;
+        w.write(g.desc.inode_bitmap, &g.inode_bitmap)?;
+        match &g.inode_table {
+            Some(table) => w.write(g.desc.inode_table, table)?,
+            None if !opts.assume_zeroed => w.write(g.desc.inode_table, &zero_table)?,
+            None => {}
         }
     }
-    let (mut free_blocks, mut free_inodes) = (0u64, 0u64);
-    for g in 0..groups {
-        let len = geo.group_len(g as u32) as usize;
-        let bm = &mut block_bitmaps[g];
-        let used: u32 = bm.iter().map(|b| b.count_ones()).sum();
-        set_padding(bm, len);
-        let ib = &mut inodes.bitmaps[g];
-        set_padding(ib, ipg as usize);
-        let d = &mut descs[g];
-        d.block_bitmap = plan.block_bitmaps[g];
-        d.inode_bitmap = plan.inode_bitmaps[g];
-        d.inode_table = plan.inode_tables[g];
-        d.free_blocks = len as u32 - used;
-        d.free_inodes = ipg - inodes.used[g];
-        d.used_dirs = inodes.dirs[g];
-        d.itable_unused = ipg - inodes.max_local[g];
-        d.block_bitmap_csum = crate::checksum::crc32c_raw(seed, bm);
-        d.inode_bitmap_csum = crate::checksum::crc32c_raw(seed, &ib[..ipg as usize / 8]);
-        free_blocks += d.free_blocks as u64;
-        free_inodes += d.free_inodes as u64;
-        w.write(d.block_bitmap, bm)?;
-        w.write(d.inode_bitmap, ib)?;
-        if !inodes.tables[g].is_empty() {
-            w.write(d.inode_table, &inodes.tables[g])?;
-        } else if !opts.assume_zeroed {
-            w.write(d.inode_table, &vec![0; inodes.table_len])?;
-        }
+    for (start, first) in &meta.superblocks {
+        w.write(*start, first)?;
+        w.write(start + 1, &meta.gdt)?;
     }
+    Ok(())
+}
 
-    let mut gdt = vec![0u8; geo.gdt_blocks as usize * bs];
-    for (g, d) in descs.iter().enumerate() {
-        encode::desc(d, g as u32, seed, &mut gdt[g * 64..]);
-    }
-    let info = SuperInfo {
+/// The figures `write` reports, from the encoded metadata's counts.
+fn summary(geo: &Geometry, meta: &Metadata) -> Summary {
+    Summary {
         blocks: geo.blocks,
+        used_blocks: geo.blocks - meta.free_blocks,
         inodes: geo.inodes(),
-        inodes_per_group: ipg,
-        reserved_blocks: opts.reserved_blocks,
-        free_blocks,
-        free_inodes: free_inodes as u32,
-        time: opts.timestamp,
-        uuid: opts.uuid,
-        hash_seed: opts.hash_seed,
-        label: opts.label.as_bytes(),
-        journal,
-        reserved_gdt: geo.reserved_gdt as u16,
-    };
-    for g in (0..geo.groups).filter(|&g| layout::has_super(g)) {
-        let start = geo.group_start(g);
-        let mut first = vec![0u8; bs];
-        // Group 0's superblock sits 1024 bytes into the block (after the
-        // boot sector area); backups start their group.
-        let at = if g == 0 { 1024 } else { 0 };
-        first[at..at + 1024].copy_from_slice(&encode::superblock(&info, g));
-        w.write(start, &first)?;
-        w.write(start + 1, &gdt)?;
-    }
-    Ok(Summary {
-        blocks: geo.blocks,
-        used_blocks: geo.blocks - free_blocks,
-        inodes: geo.inodes(),
-        used_inodes: geo.inodes() - free_inodes as u32,
+        used_inodes: geo.inodes() - meta.free_inodes as u32,
         block_size: BS as u32,
-    })
-}
-
-/// The resize inode maps the reserved descriptor blocks, old-style: its
-/// doubly-indirect block lists the primary reserved blocks, and each of those
-/// (read as an indirect block) lists its copies in the backup groups.
-/// Writes those two kinds of block and returns the inode.
-fn write_resize_inode(
-    w: &mut BlockWriter,
-    plan: &Plan,
-    opts: &Options,
-) -> Result<Option<InodeInfo<'static>>> {
-    let Some(dind) = plan.resize_dind else {
-        return Ok(None);
-    };
-    let geo = &plan.geo;
-    let per_block = BS / 4;
-    let backups: Vec<u64> = (1..geo.groups)
-        .filter(|&g| layout::has_super(g))
-        .map(|g| geo.group_start(g))
-        .collect();
-    let mut dind_buf = vec![0u8; BS as usize];
-    for j in 0..geo.reserved_gdt {
-        let primary = 1 + geo.gdt_blocks + j;
-        let slot = ((geo.gdt_blocks + j) % per_block) as usize * 4;
-        dind_buf[slot..slot + 4].copy_from_slice(&(primary as u32).to_le_bytes());
-        let list: Vec<u8> = backups
-            .iter()
-            .flat_map(|start| ((start + primary) as u32).to_le_bytes())
-            .collect();
-        w.write(primary, &list)?;
-    }
-    w.write(dind, &dind_buf)?;
-    let mut i_block = [0u8; 60];
-    i_block[13 * 4..14 * 4].copy_from_slice(&(dind as u32).to_le_bytes());
-    Ok(Some(InodeInfo {
-        mode: 0o100600,
-        uid: 0,
-        gid: 0,
-        // What mke2fs records: the largest offset a doubly-indirect map reaches.
-        size: (per_block * per_block + per_block + 12) * BS,
-        links: 1,
-        blocks: 1 + geo.reserved_gdt * (1 + backups.len() as u64),
-        flags: 0,
-        i_block,
-        xattr_block: 0,
-        time: opts.timestamp,
-        inline_xattrs: &[],
-    }))
-}
-
-/// Per-group inode tables, bitmaps and counts, filled inode by inode.
-struct InodeGroups {
-    ipg: u32,
-    table_len: usize,
-    tables: Vec<Vec<u8>>,
-    bitmaps: Vec<Vec<u8>>,
-    used: Vec<u32>,
-    dirs: Vec<u32>,
-    /// Highest used inode index (1-based) in each group, for itable_unused.
-    max_local: Vec<u32>,
-}
-
-impl InodeGroups {
-    fn mark(&mut self, ino: u32, is_dir: bool) {
-        let (g, local) = (((ino - 1) / self.ipg) as usize, (ino - 1) % self.ipg);
-        self.bitmaps[g][local as usize / 8] |= 1 << (local % 8);
-        self.used[g] += 1;
-        self.dirs[g] += is_dir as u32;
-        self.max_local[g] = self.max_local[g].max(local + 1);
-    }
-
-    fn put(&mut self, ino: u32, info: &InodeInfo, is_dir: bool, seed: u32) {
-        let (g, local) = (((ino - 1) / self.ipg) as usize, (ino - 1) % self.ipg);
-        let table = &mut self.tables[g];
-        if table.is_empty() {
-            table.resize(self.table_len, 0);
-        }
-        encode::inode(info, ino, seed, &mut table[local as usize * 256..]);
-        if ino > 10 {
-            self.mark(ino, is_dir);
-        } else {
-            // Reserved inodes (root, journal) are already marked used.
-            self.dirs[g] += is_dir as u32;
-        }
-    }
-}
-
-/// Sets the bits past `valid` up to the end of the bitmap block, as ext4
-/// requires.
-fn set_padding(bitmap: &mut [u8], valid: usize) {
-    for bit in valid..bitmap.len() * 8 {
-        bitmap[bit / 8] |= 1 << (bit % 8);
     }
 }
 

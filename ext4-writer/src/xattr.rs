@@ -2,10 +2,11 @@
 //! and xattr-block encodings. Pure.
 
 use crate::checksum::{crc32c_raw, xattr_block_hash, xattr_entry_hash};
+use crate::geometry::{EXTRA_ISIZE, INODE_SIZE};
 
 const MAGIC: u32 = 0xEA02_0000;
 /// Bytes of xattr space in a 256-byte inode with 32 extra bytes, after the magic.
-pub const IN_INODE_SPACE: usize = 256 - 128 - 32 - 4;
+pub const IN_INODE_SPACE: usize = INODE_SIZE as usize - 128 - EXTRA_ISIZE as usize - 4;
 const BLOCK_HEADER: usize = 32;
 const ENTRY_HEADER: usize = 16;
 
