@@ -11,8 +11,9 @@
 
 mod test_image;
 
-use builder::boot::env::{Env, STATE_FILE_SIZE};
-use builder::boot::{STATE_FILES, cpio};
+use ab_state::env::Env;
+use ab_state::{STATE_FILE_SIZE, STATE_FILES, Slot, State};
+use builder::boot::cpio;
 use builder::image::{edit, inspect};
 use qemu_tests::{Backend, MachineConfig, Vm, skip};
 use std::collections::BTreeMap;
@@ -24,16 +25,18 @@ use std::time::{Duration, Instant};
 const BOOT: Duration = Duration::from_secs(480);
 const COMMAND: Duration = Duration::from_secs(60);
 
-fn state(pairs: &[(&str, &str)]) -> Env {
-    Env(pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect::<BTreeMap<_, _>>())
+/// Slot a active, slot b on trial with `tries` boots left.
+fn trial_of_b(seq: u32, tries: u32) -> State {
+    State {
+        seq,
+        active: Slot::A,
+        trial: Some(Slot::B),
+        tries: Some(tries),
+    }
 }
 
-fn write_state(image: &Path, copy: usize, env: &Env) {
-    let bytes = env.to_bytes(STATE_FILE_SIZE).unwrap();
-    edit::write_fat_file(image, 1, STATE_FILES[copy], &bytes).unwrap();
+fn write_state(image: &Path, copy: usize, state: &State) {
+    edit::write_fat_file(image, 1, STATE_FILES[copy], &state.to_bytes()).unwrap();
 }
 
 /// Starts a machine on `image` with the guest shell, or `None` (skipped)
@@ -61,7 +64,8 @@ fn guest_env_file(vm: &mut Vm, path: &str) -> BTreeMap<String, String> {
 }
 
 /// Both state copies as the guest sees them on the boot partition (parsed
-/// with their CRC checked; `Err` for a corrupted copy).
+/// with their CRC checked; `Err` for a corrupted copy). Compared as whole
+/// environments, so a key U-Boot should not write would show.
 fn guest_states(vm: &mut Vm) -> Vec<Result<Env, String>> {
     vm.run_ok(
         "mkdir -p /run/boot-fat && (mountpoint -q /run/boot-fat || mount -t vfat -o ro /dev/vda1 /run/boot-fat)",
@@ -218,17 +222,8 @@ fn trial_of_a_panicking_slot_returns_to_the_active_one() {
         [7; 16],
     )
     .unwrap();
-    write_state(
-        &image,
-        0,
-        &state(&[
-            ("ab_seq", "5"),
-            ("ab_active", "a"),
-            ("ab_trial", "b"),
-            ("ab_tries", "2"),
-        ]),
-    );
-    write_state(&image, 1, &state(&[("ab_seq", "4"), ("ab_active", "a")]));
+    write_state(&image, 0, &trial_of_b(5, 2));
+    write_state(&image, 1, &State::initial(4));
 
     let _turn = test_image::one_machine_at_a_time();
     let Some(mut vm) = start(name, &image) else {
@@ -265,19 +260,14 @@ fn trial_of_a_panicking_slot_returns_to_the_active_one() {
     let states = guest_states(&mut vm);
     let copy0 = states[0].as_ref().unwrap();
     let copy1 = states[1].as_ref().unwrap();
-    assert_eq!(
-        copy0,
-        &state(&[
-            ("ab_seq", "7"),
-            ("ab_active", "a"),
-            ("ab_trial", "b"),
-            ("ab_tries", "0")
-        ])
-    );
-    assert_eq!(
-        copy1,
-        &state(&[("ab_seq", "8"), ("ab_active", "a"), ("ab_tries", "0")])
-    );
+    assert_eq!(copy0, &trial_of_b(7, 0).to_env());
+    // The rollback: no trial, and U-Boot keeps the spent counter.
+    let rolled_back = State {
+        trial: None,
+        tries: Some(0),
+        ..State::initial(8)
+    };
+    assert_eq!(copy1, &rolled_back.to_env());
 }
 
 /// The newer state copy is corrupted (a torn write): U-Boot ignores it and
@@ -289,15 +279,9 @@ fn a_corrupted_state_copy_falls_back_to_the_other() {
         return;
     }
     let image = test_image::scenario_copy(&test_image::qemu_virt().image, name);
-    write_state(&image, 0, &state(&[("ab_seq", "1"), ("ab_active", "a")]));
+    write_state(&image, 0, &State::initial(1));
     // Copy 1 would start a trial of slot b (which is empty), were it readable.
-    let newer = state(&[
-        ("ab_seq", "2"),
-        ("ab_active", "a"),
-        ("ab_trial", "b"),
-        ("ab_tries", "3"),
-    ]);
-    let mut torn = newer.to_bytes(STATE_FILE_SIZE).unwrap();
+    let mut torn = trial_of_b(2, 3).to_bytes();
     torn[10] ^= 0x20;
     edit::write_fat_file(&image, 1, STATE_FILES[1], &torn).unwrap();
 
@@ -316,10 +300,7 @@ fn a_corrupted_state_copy_falls_back_to_the_other() {
     let boot = guest_env_file(&mut vm, "/run/vinyl/boot.env");
     assert_eq!((boot["SLOT"].as_str(), boot["TRIAL"].as_str()), ("a", "0"));
     let states = guest_states(&mut vm);
-    assert_eq!(
-        states[0].as_ref().unwrap(),
-        &state(&[("ab_seq", "1"), ("ab_active", "a")])
-    );
+    assert_eq!(states[0].as_ref().unwrap(), &State::initial(1).to_env());
     assert!(states[1].as_ref().unwrap_err().contains("bad CRC"));
 }
 
@@ -348,7 +329,7 @@ fn normal_reboots_consume_no_tries_and_write_nothing() {
     let after = guest_states(&mut vm);
     assert_eq!(before, after);
     for (copy, env) in after.iter().enumerate() {
-        let expected = builder::boot::initial_state(copy as u32);
+        let expected = State::initial(copy as u32).to_env();
         assert_eq!(env.as_ref().unwrap(), &expected, "copy {copy}");
     }
     let console = vm.console_text();

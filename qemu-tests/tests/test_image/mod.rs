@@ -8,7 +8,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 use builder::config::Project;
-use builder::pipeline::{Context, Options};
+use builder::pipeline::{Options, Pipeline};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
@@ -60,13 +60,14 @@ pub fn build_with(
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
     let out = project.root.join("target/qemu-tests/images").join(board);
-    let context = Context::new(project, &options).expect("loading the board");
-    let (lock, tree) = context.rootfs().expect("assembling the root");
+    let pipeline = Pipeline::new(project, &options).expect("loading the board");
+    let (lock, tree) = pipeline.rootfs().expect("assembling the root");
     let output = builder::image::OutputOptions {
         gzip: false,
         xz_level: 0,
     };
-    builder::image::build(&context, &lock, &tree, &out, &output)
+    pipeline
+        .image(&lock, &tree, &out, &output)
         .expect("writing the image")
         .image
 }
