@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use crate::backend::Backend;
+use crate::config::Backend;
 use crate::error::{Error, Result};
 
 /// Debian's U-Boot for QEMU's arm64 `virt` machine (package `u-boot-qemu`).
