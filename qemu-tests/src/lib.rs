@@ -81,3 +81,39 @@ pub use error::{Error, Result, VmErrorKind};
 pub use netns::NetNs;
 pub use shell::CommandOutput;
 pub use vm::Vm;
+
+/// One `#[test]` per backend for a test body written once: for each line
+/// `body => local_test, docker_test;` it defines `local_test` calling
+/// `body(Backend::Local)` and `docker_test` calling `body(Backend::Docker)`
+/// (`body` takes a [`Backend`]; a missing backend skips or fails through
+/// [`skip`]).
+///
+/// ```
+/// use qemu_tests::Backend;
+///
+/// fn boots(backend: Backend) {
+///     // if !qemu_tests::skip::backend_ready(backend) { return; } …
+///     let _ = backend;
+/// }
+///
+/// qemu_tests::backend_tests! {
+///     boots => local_boots, docker_boots;
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! backend_tests {
+    ($($body:ident => $local:ident, $docker:ident;)+) => {
+        $(
+            #[test]
+            fn $local() {
+                $body($crate::Backend::Local);
+            }
+
+            #[test]
+            fn $docker() {
+                $body($crate::Backend::Docker);
+            }
+        )+
+    };
+}
