@@ -134,13 +134,9 @@ fn host_tool(name: &str) -> Option<PathBuf> {
             .map(|d| Path::new(d).join(name))
             .find(|p| p.is_file())
     });
-    if found.is_none() {
-        if std::env::var_os("CI").is_some() {
-            panic!("{name} is needed by this test; .ci/run installs it");
-        }
-        eprintln!("skipping the {name} check: {name} is not installed");
-    }
-    found
+    test_support::found(&test_support::current_test(), found, || {
+        format!("the {name} check needs {name} (not installed; .ci/run installs it)")
+    })
 }
 
 #[test]

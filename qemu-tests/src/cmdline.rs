@@ -1,10 +1,14 @@
 //! QEMU and qemu-img command lines, built from a [`MachineConfig`] and a
 //! work-directory [`Layout`]. Pure functions: no file is touched here.
+//! Above [`crate::config`], [`crate::workdir`] and [`crate::netns`]; the
+//! backends run what it builds.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{Boot, Machine, MachineConfig, Network};
 use crate::error::{Error, Result};
+use crate::netns::netns_path;
+use crate::workdir::Layout;
 
 /// The QEMU system emulator the harness runs.
 pub const QEMU: &str = "qemu-system-aarch64";
@@ -12,48 +16,6 @@ pub const QEMU: &str = "qemu-system-aarch64";
 pub const QEMU_IMG: &str = "qemu-img";
 /// The name of the guest's test shell port (`/dev/hvc0`, `/dev/virtio-ports/<this>`).
 pub const SHELL_PORT_NAME: &str = "org.vinyl.shell";
-
-/// The files of one machine's work directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Layout {
-    /// The work directory itself.
-    pub dir: PathBuf,
-    /// The serial console log (kept).
-    pub console_log: PathBuf,
-    /// QEMU's and qemu-img's stdout and stderr (kept).
-    pub qemu_log: PathBuf,
-    /// The command line that was run, for reproducing by hand (kept).
-    pub command_file: PathBuf,
-    /// The qcow2 overlay the machine writes to (removed on drop).
-    pub overlay: PathBuf,
-    /// The host end of the guest shell channel (removed on drop).
-    pub shell_socket: PathBuf,
-    /// QEMU's QMP socket (removed on drop).
-    pub qmp_socket: PathBuf,
-    /// Held locked by the test process while the machine lives; the docker
-    /// backend's container kills QEMU when the lock is released.
-    pub lock: PathBuf,
-    /// The docker backend writes QEMU's exit status here.
-    pub exit_file: PathBuf,
-}
-
-impl Layout {
-    /// The layout of work directory `dir`.
-    pub fn new(dir: impl Into<PathBuf>) -> Self {
-        let dir = dir.into();
-        Layout {
-            console_log: dir.join("console.log"),
-            qemu_log: dir.join("qemu.log"),
-            command_file: dir.join("command.sh"),
-            overlay: dir.join("disk.qcow2"),
-            shell_socket: dir.join("shell.sock"),
-            qmp_socket: dir.join("qmp.sock"),
-            lock: dir.join("alive.lock"),
-            exit_file: dir.join("qemu.exit"),
-            dir,
-        }
-    }
-}
 
 /// Checks what QEMU would refuse or what the harness cannot do, with a clear message.
 pub fn validate(config: &MachineConfig) -> Result<()> {
@@ -270,11 +232,6 @@ pub fn qemu_argv(
     argv.push(QEMU.into());
     argv.extend(qemu_args(config, layout)?);
     Ok(argv)
-}
-
-/// The file `ip netns` keeps a named namespace in.
-pub fn netns_path(netns: &str) -> PathBuf {
-    Path::new("/run/netns").join(netns)
 }
 
 /// The qemu-img commands that make the overlay: `create` backed by the

@@ -1,8 +1,10 @@
-//! What machine to start: [`MachineConfig`] and its parts.
+//! What machine to start: [`MachineConfig`] and its parts, including which
+//! [`Backend`] runs it. Plain data: the bottom layer above [`crate::error`].
 
+use std::fmt;
 use std::path::PathBuf;
 
-use crate::backend::Backend;
+use crate::error::{Error, Result};
 
 /// Everything needed to start one emulated machine.
 ///
@@ -187,4 +189,66 @@ pub enum Network {
         /// The card's MAC address, `52:54:00:xx:xx:xx` style.
         mac: String,
     },
+}
+
+/// The environment variable that selects the backend.
+pub const BACKEND_ENV: &str = "QEMU_TESTS_BACKEND";
+
+/// Where QEMU runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The host's `qemu-system-aarch64` and `qemu-img` (Debian: `qemu-system-arm`, `qemu-utils`).
+    Local,
+    /// A container of the locally built runner image, through `testcontainers`.
+    Docker,
+}
+
+impl Backend {
+    /// The backend `QEMU_TESTS_BACKEND` names: `local` (the default when
+    /// unset or empty) or `docker`.
+    pub fn from_env() -> Result<Backend> {
+        match std::env::var(BACKEND_ENV) {
+            Ok(value) => value.parse(),
+            Err(std::env::VarError::NotPresent) => Ok(Backend::Local),
+            Err(e) => Err(Error::Config(format!("{BACKEND_ENV}: {e}"))),
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Backend> {
+        match value.trim() {
+            "" | "local" => Ok(Backend::Local),
+            "docker" => Ok(Backend::Docker),
+            other => Err(Error::Config(format!(
+                "{BACKEND_ENV}={other:?}: expected \"local\" or \"docker\""
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Local => "local",
+            Backend::Docker => "docker",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names() {
+        assert_eq!("local".parse::<Backend>().unwrap(), Backend::Local);
+        assert_eq!("docker".parse::<Backend>().unwrap(), Backend::Docker);
+        assert_eq!("".parse::<Backend>().unwrap(), Backend::Local);
+        let error = "podman".parse::<Backend>().unwrap_err().to_string();
+        assert!(error.contains("QEMU_TESTS_BACKEND=\"podman\""), "{error}");
+        assert_eq!(Backend::Docker.to_string(), "docker");
+    }
 }

@@ -14,10 +14,16 @@
 //! # Ok::<(), qemu_tests::Error>(())
 //! ```
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::backend::{probe, run_checked};
 use crate::error::Result;
+use crate::host::{probe, run_checked};
+
+/// The file `ip netns` keeps a named namespace in.
+pub fn netns_path(netns: &str) -> PathBuf {
+    Path::new("/run/netns").join(netns)
+}
 
 /// How to get `ip`.
 pub const INSTALL: &str = "apt-get install iproute2";
@@ -35,7 +41,7 @@ impl NetNs {
     /// their namespace names.
     pub fn create(name: &str) -> Result<NetNs> {
         probe("ip", &["-V"], INSTALL)?;
-        if crate::cmdline::netns_path(name).exists() {
+        if netns_path(name).exists() {
             let _ = Command::new("ip").args(["netns", "delete", name]).status();
         }
         run_checked(

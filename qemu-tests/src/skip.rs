@@ -1,6 +1,7 @@
 //! The rule for tests that need QEMU, docker or firmware from the host:
 //! when something is missing, a local run skips with a printed reason and a
-//! CI run (`CI` set) fails.
+//! CI run (`CI` set) fails — the workspace's one rule, [`test_support`],
+//! applied to this crate's [`Error::ToolMissing`].
 //!
 //! ```no_run
 //! # fn a_test() {
@@ -12,16 +13,13 @@
 
 use std::path::PathBuf;
 
-use crate::backend::Backend;
+use crate::config::Backend;
 use crate::error::{Error, Result};
 
 /// Debian's U-Boot for QEMU's arm64 `virt` machine (package `u-boot-qemu`).
 pub const U_BOOT_QEMU: &str = "/usr/lib/u-boot/qemu_arm64/u-boot.bin";
 
-/// Whether `CI` is set (to anything but empty, `0` or `false`).
-pub fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
-}
+pub use test_support::in_ci;
 
 /// `Some(value)`, or for a missing prerequisite ([`Error::ToolMissing`]) a
 /// skip (`None`, reason printed) or, under CI, a panic. Any other error is a
@@ -30,10 +28,7 @@ pub fn required<T>(result: Result<T>) -> Option<T> {
     match result {
         Ok(value) => Some(value),
         Err(error) if error.is_tool_missing() => {
-            if in_ci() {
-                panic!("{error}\n(CI is set: a missing prerequisite fails the test)");
-            }
-            eprintln!("SKIPPED (set CI=1 to make this a failure): {error}");
+            test_support::skip_or_fail(&test_support::current_test(), &error.to_string());
             None
         }
         Err(error) => panic!("{error}"),

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::backend::{self, Backend, ExitStatus, Process};
-use crate::cmdline::{self, Layout};
-use crate::config::MachineConfig;
+use crate::backend::{self, ExitStatus, Process};
+use crate::cmdline;
+use crate::config::{Backend, Boot, MachineConfig};
 use crate::console::{ConsoleLog, Needle};
 use crate::error::{Diagnostics, Error, QEMU_TAIL_LINES, Result, VmErrorKind, tail_lines};
 use crate::qmp;
 use crate::shell::{CommandOutput, ShellChannel, ShellFailure};
-use crate::workdir;
+use crate::workdir::{self, Layout};
 
 /// How often waits look at the console log and QEMU's state.
 const POLL: Duration = Duration::from_millis(50);
@@ -423,8 +423,8 @@ fn absolutize_inputs(config: &mut MachineConfig) -> Result<()> {
     };
     fix(&mut config.image)?;
     match &mut config.boot {
-        crate::Boot::Firmware(firmware) => fix(firmware)?,
-        crate::Boot::Kernel {
+        Boot::Firmware(firmware) => fix(firmware)?,
+        Boot::Kernel {
             kernel,
             initrd,
             dtb,
@@ -440,16 +440,6 @@ fn absolutize_inputs(config: &mut MachineConfig) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes `command` to the work directory's `command.sh`, to re-run by hand.
-pub(crate) fn write_command_file(layout: &Layout, command: &str) -> Result<()> {
-    let text = format!(
-        "#!/bin/sh\n# How qemu-tests started this machine (work directory {}).\n{command}\n",
-        layout.dir.display()
-    );
-    fs::write(&layout.command_file, text)
-        .map_err(|e| Error::io(format!("writing {}", layout.command_file.display()), e))
 }
 
 #[cfg(test)]

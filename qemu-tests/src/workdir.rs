@@ -4,12 +4,14 @@
 //! `<root>` is `$QEMU_TESTS_DIR` if set, else `<cargo target dir>/qemu-tests`
 //! (found from the test executable's path, `<target>/<profile>/deps/…`),
 //! else `<temp dir>/qemu-tests`.
+//!
+//! A leaf: it owns the names of the files in a work directory ([`Layout`]),
+//! which the command lines, the backends and the machine all use.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::cmdline::Layout;
 use crate::error::{Error, Result};
 
 /// Overrides the directory work directories are made in.
@@ -121,6 +123,58 @@ pub fn is_live(dir: &Path) -> bool {
         return false;
     };
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err()
+}
+
+/// The files of one machine's work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The work directory itself.
+    pub dir: PathBuf,
+    /// The serial console log (kept).
+    pub console_log: PathBuf,
+    /// QEMU's and qemu-img's stdout and stderr (kept).
+    pub qemu_log: PathBuf,
+    /// The command line that was run, for reproducing by hand (kept).
+    pub command_file: PathBuf,
+    /// The qcow2 overlay the machine writes to (removed on drop).
+    pub overlay: PathBuf,
+    /// The host end of the guest shell channel (removed on drop).
+    pub shell_socket: PathBuf,
+    /// QEMU's QMP socket (removed on drop).
+    pub qmp_socket: PathBuf,
+    /// Held locked by the test process while the machine lives; the docker
+    /// backend's container kills QEMU when the lock is released.
+    pub lock: PathBuf,
+    /// The docker backend writes QEMU's exit status here.
+    pub exit_file: PathBuf,
+}
+
+impl Layout {
+    /// The layout of work directory `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        let dir = dir.into();
+        Layout {
+            console_log: dir.join("console.log"),
+            qemu_log: dir.join("qemu.log"),
+            command_file: dir.join("command.sh"),
+            overlay: dir.join("disk.qcow2"),
+            shell_socket: dir.join("shell.sock"),
+            qmp_socket: dir.join("qmp.sock"),
+            lock: dir.join("alive.lock"),
+            exit_file: dir.join("qemu.exit"),
+            dir,
+        }
+    }
+}
+
+/// Writes `command` to the work directory's `command.sh`, to re-run by hand.
+pub fn write_command_file(layout: &Layout, command: &str) -> Result<()> {
+    let text = format!(
+        "#!/bin/sh\n# How qemu-tests started this machine (work directory {}).\n{command}\n",
+        layout.dir.display()
+    );
+    fs::write(&layout.command_file, text)
+        .map_err(|e| Error::io(format!("writing {}", layout.command_file.display()), e))
 }
 
 #[cfg(test)]

@@ -12,8 +12,9 @@
 //! loaded again. The stream carries silence meanwhile and the tone comes
 //! back; the connection never closes. Runs on both harness backends.
 //!
-//! What the host heard is kept in
-//! `target/qemu-tests/end-to-end/heard-<backend>.wav`, to listen to.
+//! What the host heard is kept in `target/qemu-tests/end-to-end/`
+//! (`heard-tone.wav` on the host's QEMU, `heard-tone-docker.wav` in the
+//! docker backend), to listen to.
 
 mod test_image;
 mod test_net;
@@ -245,8 +246,13 @@ fn wait_for_state(net: &TestNet, address: &str, state: &str) -> serde_json::Valu
     })
 }
 
-fn hear_the_tone(backend: Option<Backend>, name: &str) {
-    let Some(backend) = test_net::ready(name, backend) else {
+/// The test on one backend (both: [`qemu_tests::backend_tests`] below).
+fn hear_the_tone(backend: Backend) {
+    let name = match backend {
+        Backend::Local => "tone",
+        Backend::Docker => "tone-docker",
+    };
+    let Some(backend) = test_net::ready(name, Some(backend)) else {
         return;
     };
     let built = test_image::qemu_virt();
@@ -362,12 +368,6 @@ fn hear_the_tone(backend: Option<Backend>, name: &str) {
     );
 }
 
-#[test]
-fn tone_is_heard_over_ipv6() {
-    hear_the_tone(None, "tone");
-}
-
-#[test]
-fn tone_is_heard_over_ipv6_in_the_docker_backend() {
-    hear_the_tone(Some(Backend::Docker), "tone-docker");
+qemu_tests::backend_tests! {
+    hear_the_tone => tone_is_heard_over_ipv6, tone_is_heard_over_ipv6_in_the_docker_backend;
 }

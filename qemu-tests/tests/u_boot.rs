@@ -156,16 +156,6 @@ fn boots_u_boot_from_an_overlay(backend: Backend) {
     assert_eq!(fs::metadata(&image).unwrap().modified().unwrap(), modified);
 }
 
-#[test]
-fn local_boots_u_boot_from_an_overlay() {
-    boots_u_boot_from_an_overlay(Backend::Local);
-}
-
-#[test]
-fn docker_boots_u_boot_from_an_overlay() {
-    boots_u_boot_from_an_overlay(Backend::Docker);
-}
-
 fn qemu_errors_are_reported(backend: Backend) {
     let Some(u_boot) = ready(backend) else { return };
     let scratch = scratch();
@@ -188,16 +178,6 @@ fn qemu_errors_are_reported(backend: Backend) {
         "QEMU's complaint is shown: {message}"
     );
     assert!(message.contains("qemu.log"), "{message}");
-}
-
-#[test]
-fn local_reports_qemu_errors() {
-    qemu_errors_are_reported(Backend::Local);
-}
-
-#[test]
-fn docker_reports_qemu_errors() {
-    qemu_errors_are_reported(Backend::Docker);
 }
 
 /// A reset reboots the machine (a second U-Boot banner, found by the
@@ -231,16 +211,6 @@ fn reset_reboots_or_exits(backend: Backend) {
     let status = vm.wait_exit(Duration::from_secs(60)).unwrap();
     assert!(status.success(), "{status}");
     assert_eq!(vm.console_text().matches("U-Boot 20").count(), 1);
-}
-
-#[test]
-fn local_reset_reboots_or_exits() {
-    reset_reboots_or_exits(Backend::Local);
-}
-
-#[test]
-fn docker_reset_reboots_or_exits() {
-    reset_reboots_or_exits(Backend::Docker);
 }
 
 /// Not a test by itself: run by `qemu_dies_with_the_test_process` as a child
@@ -335,23 +305,16 @@ fn qemu_dies_with_the_test_process(backend: Backend) {
     assert!(work_dir.join("console.log").exists());
 }
 
-#[test]
-fn local_qemu_dies_with_the_test_process() {
-    qemu_dies_with_the_test_process(Backend::Local);
-}
-
-#[test]
-fn docker_qemu_dies_with_the_test_process() {
-    qemu_dies_with_the_test_process(Backend::Docker);
-}
-
-fn tap_in_a_namespace(backend: Backend, netns_name: &str) {
+fn tap_in_a_namespace(backend: Backend) {
     let Some(u_boot) = ready(backend) else { return };
+    // per backend and test process: qtl<pid> or qtd<pid>
+    let initial = if backend == Backend::Local { 'l' } else { 'd' };
+    let netns_name = format!("qt{initial}{}", std::process::id());
     if skip::required(skip::root("network namespaces and tap devices")).is_none() {
         return;
     }
     let scratch = scratch();
-    let netns = NetNs::create(netns_name).unwrap();
+    let netns = NetNs::create(&netns_name).unwrap();
     let config = MachineConfig::new(
         format!("tap-{backend}"),
         blank_image(scratch.path()),
@@ -389,17 +352,17 @@ fn tap_in_a_namespace(backend: Backend, netns_name: &str) {
         netns.ip(&["link", "show", "qt-tap0"]).is_err(),
         "QEMU's tap went with it"
     );
-    let path = Path::new("/run/netns").join(netns_name);
+    let path = Path::new("/run/netns").join(&netns_name);
     drop(netns);
     assert!(!path.exists(), "namespace deleted");
 }
 
-#[test]
-fn local_tap_in_a_namespace() {
-    tap_in_a_namespace(Backend::Local, &format!("qtl{}", std::process::id()));
-}
-
-#[test]
-fn docker_tap_in_a_namespace() {
-    tap_in_a_namespace(Backend::Docker, &format!("qtd{}", std::process::id()));
+// Each body above, once per backend (`local_…` and `docker_…`; run just the
+// docker ones with `cargo test --test u_boot docker_`).
+qemu_tests::backend_tests! {
+    boots_u_boot_from_an_overlay => local_boots_u_boot_from_an_overlay, docker_boots_u_boot_from_an_overlay;
+    qemu_errors_are_reported => local_reports_qemu_errors, docker_reports_qemu_errors;
+    reset_reboots_or_exits => local_reset_reboots_or_exits, docker_reset_reboots_or_exits;
+    qemu_dies_with_the_test_process => local_qemu_dies_with_the_test_process, docker_qemu_dies_with_the_test_process;
+    tap_in_a_namespace => local_tap_in_a_namespace, docker_tap_in_a_namespace;
 }

@@ -32,11 +32,13 @@ use testcontainers::core::{AccessMode, Mount, WaitFor};
 use testcontainers::runners::SyncRunner;
 use testcontainers::{Container, GenericImage, ImageExt};
 
-use super::{ExitStatus, Process, probe, runner_image};
-use crate::cmdline::{self, Layout, NetnsEntry};
+use super::{ExitStatus, Process, runner_image};
+use crate::cmdline::{self, NetnsEntry};
 use crate::config::{MachineConfig, Network};
 use crate::error::{Error, Result};
-use crate::workdir;
+use crate::host::probe;
+use crate::netns::netns_path;
+use crate::workdir::{self, Layout};
 
 /// How to get docker on Debian.
 pub const INSTALL: &str =
@@ -71,7 +73,7 @@ pub(crate) fn start(
         cmdline::overlay_commands(&config.image, image_len, config.machine, &layout.overlay);
     let qemu = cmdline::qemu_argv(config, layout, NetnsEntry::Nsenter)?;
     let script = cmdline::container_script(&prepare, &qemu, layout);
-    crate::vm::write_command_file(layout, &script)?;
+    workdir::write_command_file(layout, &script)?;
 
     let dir = layout.dir.display().to_string();
     let container_name = format!(
@@ -95,7 +97,7 @@ pub(crate) fn start(
         .collect();
     let tap = matches!(config.network, Network::Tap { .. });
     if let Network::Tap { netns, .. } = &config.network {
-        read_only.insert(cmdline::netns_path(netns));
+        read_only.insert(netns_path(netns));
         request = request.with_cap_add("NET_ADMIN").with_cap_add("SYS_ADMIN");
     } else {
         let uid = rustix::process::getuid().as_raw();

@@ -12,10 +12,12 @@ use std::process::{Child, Command, Stdio};
 
 use rustix::process::{Pid, Signal};
 
-use super::{ExitStatus, Process, probe, run_checked};
-use crate::cmdline::{self, Layout, NetnsEntry, QEMU, QEMU_IMG};
+use super::{ExitStatus, Process};
+use crate::cmdline::{self, NetnsEntry, QEMU, QEMU_IMG};
 use crate::config::MachineConfig;
 use crate::error::{Error, Result};
+use crate::host::{probe, run_checked};
+use crate::workdir::{self, Layout};
 
 /// How to install what this backend needs on Debian.
 pub const INSTALL: &str = "apt-get install qemu-system-arm qemu-utils";
@@ -39,7 +41,7 @@ pub(crate) fn start(
     let argv = cmdline::qemu_argv(config, layout, NetnsEntry::IpNetnsExec)?;
     let mut script: Vec<String> = prepare.iter().map(|c| cmdline::sh_command(c)).collect();
     script.push(cmdline::sh_command(&argv));
-    crate::vm::write_command_file(layout, &script.join("\n"))?;
+    workdir::write_command_file(layout, &script.join("\n"))?;
     for command in &prepare {
         run_checked(
             Command::new(&command[0]).args(&command[1..]),

@@ -3,39 +3,24 @@
 //! Both run the same command lines ([`crate::cmdline`]) with the same work
 //! directory paths, so everything else (console log, shell socket) is
 //! backend-independent.
+//!
+//! Which backend a machine uses is configuration ([`Backend`], defined in
+//! [`crate::config`] and re-exported here); this module implements what a
+//! backend does ([`Backend::check`], starting and killing QEMU) and is used
+//! only by [`crate::vm`] (and the skip rule).
 
 use std::fmt;
-use std::process::Command;
 
-use crate::error::{Error, Result};
+pub use crate::config::{BACKEND_ENV, Backend};
+use crate::error::Result;
 
 pub mod docker;
 pub mod local;
 pub mod runner_image;
 
-/// The environment variable that selects the backend.
-pub const BACKEND_ENV: &str = "QEMU_TESTS_BACKEND";
-
-/// Where QEMU runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
-    /// The host's `qemu-system-aarch64` and `qemu-img` (Debian: `qemu-system-arm`, `qemu-utils`).
-    Local,
-    /// A container of the locally built runner image, through `testcontainers`.
-    Docker,
-}
-
+// `Backend` is data (which backend; see `config`); what a backend does
+// lives here.
 impl Backend {
-    /// The backend `QEMU_TESTS_BACKEND` names: `local` (the default when
-    /// unset or empty) or `docker`.
-    pub fn from_env() -> Result<Backend> {
-        match std::env::var(BACKEND_ENV) {
-            Ok(value) => value.parse(),
-            Err(std::env::VarError::NotPresent) => Ok(Backend::Local),
-            Err(e) => Err(Error::Config(format!("{BACKEND_ENV}: {e}"))),
-        }
-    }
-
     /// Checks that this backend's programs are there and work (the docker
     /// backend also makes sure its runner image exists, building it if needed).
     pub fn check(self) -> Result<()> {
@@ -43,29 +28,6 @@ impl Backend {
             Backend::Local => local::check(),
             Backend::Docker => docker::check().and_then(|()| runner_image::ensure().map(drop)),
         }
-    }
-}
-
-impl std::str::FromStr for Backend {
-    type Err = Error;
-
-    fn from_str(value: &str) -> Result<Backend> {
-        match value.trim() {
-            "" | "local" => Ok(Backend::Local),
-            "docker" => Ok(Backend::Docker),
-            other => Err(Error::Config(format!(
-                "{BACKEND_ENV}={other:?}: expected \"local\" or \"docker\""
-            ))),
-        }
-    }
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Local => "local",
-            Backend::Docker => "docker",
-        })
     }
 }
 
@@ -128,61 +90,9 @@ pub(crate) trait Process: Send + fmt::Debug {
     fn kill(&mut self);
 }
 
-/// Runs `command` to completion and returns its stdout, or an error naming
-/// the command and showing its stderr.
-pub(crate) fn run_checked(command: &mut Command, what: &str) -> Result<String> {
-    let output = command
-        .output()
-        .map_err(|e| Error::io(format!("{what}: running {command:?}"), e))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(Error::Setup(format!(
-            "{what}: {command:?} failed ({}):\n{}{}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )))
-    }
-}
-
-/// Checks that `program --version`-style `args` run, else [`Error::ToolMissing`].
-pub(crate) fn probe(program: &str, args: &[&str], install: &str) -> Result<String> {
-    match Command::new(program).args(args).output() {
-        Ok(output) if output.status.success() => {
-            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-        }
-        Ok(output) => Err(Error::ToolMissing {
-            tool: program.into(),
-            install: install.into(),
-            detail: format!(
-                "`{program} {}` failed ({}): {}",
-                args.join(" "),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
-        }),
-        Err(e) => Err(Error::ToolMissing {
-            tool: program.into(),
-            install: install.into(),
-            detail: format!("cannot run `{program}`: {e}"),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backend_names() {
-        assert_eq!("local".parse::<Backend>().unwrap(), Backend::Local);
-        assert_eq!("docker".parse::<Backend>().unwrap(), Backend::Docker);
-        assert_eq!("".parse::<Backend>().unwrap(), Backend::Local);
-        let error = "podman".parse::<Backend>().unwrap_err().to_string();
-        assert!(error.contains("QEMU_TESTS_BACKEND=\"podman\""), "{error}");
-        assert_eq!(Backend::Docker.to_string(), "docker");
-    }
 
     #[test]
     fn exit_status_from_a_shell() {
@@ -192,22 +102,6 @@ mod tests {
         assert_eq!(
             ExitStatus::from_shell_status(137).to_string(),
             "killed by signal 9"
-        );
-    }
-
-    #[test]
-    fn a_missing_program_names_the_install_command() {
-        let error = probe(
-            "qemu-tests-no-such-program",
-            &["--version"],
-            "apt-get install nothing",
-        )
-        .unwrap_err();
-        assert!(error.is_tool_missing());
-        assert!(
-            error
-                .to_string()
-                .contains("install it with: apt-get install nothing")
         );
     }
 }

@@ -26,8 +26,8 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
-use super::run_checked;
 use crate::error::{Error, Result, tail_lines};
+use crate::host::run_checked;
 use crate::workdir;
 
 /// The image's repository name.

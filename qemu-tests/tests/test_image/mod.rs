@@ -23,20 +23,13 @@ pub struct TestImage {
 /// without them skips, printing why; CI fails).
 pub fn prerequisites_or_skip(test: &str) -> bool {
     // Whole boots take minutes: a plain local `cargo test` stays fast.
-    if !qemu_tests::skip::in_ci() && std::env::var_os("QEMU_TESTS").is_none() {
+    if !test_support::in_ci() && std::env::var_os("QEMU_TESTS").is_none() {
         eprintln!(
             "SKIPPED {test}: QEMU boot tests take minutes; run them with QEMU_TESTS=1 (CI runs them)"
         );
         return false;
     }
-    let Some(problem) = builder::doctor::missing_build_prerequisites() else {
-        return true;
-    };
-    if qemu_tests::skip::in_ci() {
-        panic!("{test} cannot run: {problem}");
-    }
-    eprintln!("SKIPPED {test}: {problem}");
-    false
+    test_support::require(test, builder::doctor::missing_build_prerequisites())
 }
 
 /// Builds `board` (plus `extra_recipes`) through the builder's pipeline into

@@ -55,11 +55,8 @@ pub fn ready(name: &str, backend: Option<Backend>) -> Option<Backend> {
     if !crate::test_image::prerequisites_or_skip(name) {
         return None;
     }
-    if let Some(install) = missing_programs() {
-        if skip::in_ci() {
-            panic!("{name} needs the test network's programs: {install}");
-        }
-        eprintln!("SKIPPED {name}: the test network needs: {install}");
+    let missing = missing_programs().map(|install| format!("the test network needs: {install}"));
+    if !test_support::require(name, missing) {
         return None;
     }
     let backend = match backend {

@@ -16,13 +16,8 @@ pub fn have(program: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{program} is required under CI (apt-get install it)");
-        }
-        eprintln!("SKIPPED: {program} not installed");
-    }
-    found
+    let missing = (!found).then(|| format!("{program} is not installed (apt-get install it)"));
+    test_support::require(&test_support::current_test(), missing)
 }
 
 /// A running vinyl-streamd, killed on drop.
