@@ -9,9 +9,9 @@
 //!
 //! This crate is the one typed model of that state — its keys, parsing,
 //! serialising and choosing the copy that wins — shared by the builder (the
-//! initial state of an image), the tests (scenario states, reading back what
-//! U-Boot wrote) and the device-side update backend. It is pure: callers read
-//! and write the files.
+//! initial state of an image) and the tests (scenario states, reading back
+//! what U-Boot wrote), and pure so that the device-side update backend can
+//! use it too: callers read and write the files.
 
 pub mod env;
 
