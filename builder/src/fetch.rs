@@ -5,6 +5,24 @@ use crate::store::{Store, StoreError};
 use std::io::Read;
 use std::time::Duration;
 
+/// How often a request is tried before its failure is final.
+const ATTEMPTS: u32 = 3;
+/// The wait before the second try; it doubles before each further one.
+const RETRY_WAIT: Duration = Duration::from_secs(2);
+
+/// Whether a failed request may succeed when tried again: network trouble
+/// and server errors may pass, a missing file (404) or a bad URL will not.
+fn may_pass(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::StatusCode(code) => *code >= 500,
+        ureq::Error::Io(_)
+        | ureq::Error::Timeout(_)
+        | ureq::Error::HostNotFound
+        | ureq::Error::ConnectionFailed => true,
+        _ => false,
+    }
+}
+
 /// A download that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -43,13 +61,29 @@ impl Fetcher {
         format!("{}/{}", self.mirror.url, path.trim_start_matches('/'))
     }
 
+    /// Starts a download. A request that fails before any byte arrived
+    /// for a reason that may pass (a name lookup, a refused or timed-out
+    /// connection, a server error) is tried again, [`ATTEMPTS`] times in all.
     fn get(&self, path: &str) -> Result<impl Read + use<>, FetchError> {
         let url = self.url(path);
-        let response = self.agent.get(&url).call().map_err(|e| FetchError::Http {
-            url: url.clone(),
-            reason: e.to_string(),
-        })?;
-        Ok(response.into_body().into_reader())
+        let mut attempt = 1;
+        loop {
+            match self.agent.get(&url).call() {
+                Ok(response) => return Ok(response.into_body().into_reader()),
+                Err(error) if attempt < ATTEMPTS && may_pass(&error) => {
+                    let wait = RETRY_WAIT * 2u32.pow(attempt - 1);
+                    tracing::warn!("{url}: {error}; trying again in {wait:?}");
+                    std::thread::sleep(wait);
+                    attempt += 1;
+                }
+                Err(error) => {
+                    return Err(FetchError::Http {
+                        url,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+        }
     }
 
     /// Fetches a small file whole (e.g. `InRelease`, which is verified by signature).
@@ -80,5 +114,51 @@ impl Fetcher {
         let body = self.get(path)?;
         store.insert_verified(path, body, size, sha256, progress)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_trouble_is_tried_again_and_missing_files_are_not() {
+        assert!(may_pass(&ureq::Error::HostNotFound));
+        assert!(may_pass(&ureq::Error::ConnectionFailed));
+        assert!(may_pass(&ureq::Error::Io(std::io::Error::other(
+            "failed to lookup address information"
+        ))));
+        assert!(may_pass(&ureq::Error::StatusCode(503)));
+        assert!(!may_pass(&ureq::Error::StatusCode(404)));
+        assert!(!may_pass(&ureq::Error::BadUri("x".into())));
+    }
+
+    #[test]
+    fn a_refused_connection_is_tried_three_times_then_named() {
+        // A port nothing listens on: every attempt is refused at once.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let fetcher = Fetcher::new(Mirror {
+            url: format!("http://127.0.0.1:{port}/debian"),
+            origin: "test".into(),
+        });
+        let started = std::time::Instant::now();
+        let error = fetcher
+            .get_bytes("dists/trixie/InRelease")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("127.0.0.1:{port}/debian/dists/trixie/InRelease")),
+            "{error}"
+        );
+        // Waited 2 s and 4 s between the three attempts.
+        assert!(
+            started.elapsed() >= RETRY_WAIT * 3,
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
