@@ -276,7 +276,10 @@ impl Pipeline {
         let mut tree = rootfs::assemble(&rootfs::Inputs {
             lock: &lock,
             plan: &self.plan,
-            overlays: (self.plan.overlays.iter())
+            overlays: self
+                .plan
+                .overlays
+                .iter()
                 .map(|name| self.project.overlay_dir(name))
                 .collect(),
             binaries: &binaries,
