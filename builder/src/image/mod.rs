@@ -14,7 +14,7 @@ pub mod outputs;
 use crate::config::{BootConfig, ImageConfig};
 use crate::lock::Lock;
 use crate::progress::Progress;
-use crate::rootfs::tree::{Kind, Tree, content_bytes};
+use crate::rootfs::tree::{Kind, Tree};
 use crate::store::Store;
 use anyhow::{Context as _, Result, bail};
 use globset::GlobBuilder;
@@ -319,12 +319,4 @@ pub fn civil_date(epoch: i64) -> (i64, u32, u32) {
         month as u32,
         day as u32,
     )
-}
-
-/// Reads a file's bytes from the tree (used by manifests and tests).
-pub fn file_bytes(tree: &Tree, store: &Store, path: &str) -> Result<Option<Vec<u8>>> {
-    Ok(match tree.get(path).map(|n| &n.kind) {
-        Some(Kind::File { content, .. }) => Some(content_bytes(content, store)?),
-        _ => None,
-    })
 }
