@@ -74,7 +74,7 @@ fn encoder() {
     let bytes: usize = input
         .chunks(1920)
         .flat_map(|c| flac.push(c))
-        .map(|f| f.len())
+        .map(|f| f.bytes.len())
         .sum();
     let took = start.elapsed().as_secs_f64();
     println!(

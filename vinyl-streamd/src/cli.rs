@@ -94,6 +94,9 @@ pub struct Cli {
     /// [http.send_buffer_kib] Kernel send buffer per connection, KiB.
     #[arg(long)]
     pub send_buffer_kib: Option<usize>,
+    /// [http.burst_ms] Recent audio sent to a new listener at once, milliseconds (0 to 10000, default 1000): players start sooner, and that listener hears everything this much later.
+    #[arg(long)]
+    pub burst_ms: Option<u64>,
 
     /// [silence.threshold_db] RMS level (dBFS) below which input counts as silence.
     #[arg(long, allow_negative_numbers = true)]
@@ -163,6 +166,7 @@ impl Cli {
         put(&mut t, "http.max_connections", &self.max_connections);
         put(&mut t, "http.client_queue_ms", &self.client_queue_ms);
         put(&mut t, "http.send_buffer_kib", &self.send_buffer_kib);
+        put(&mut t, "http.burst_ms", &self.burst_ms);
         put(&mut t, "silence.threshold_db", &self.silence_threshold_db);
         put(&mut t, "silence.hold_s", &self.silence_hold_s);
         put(&mut t, "silence.on_silence", &self.on_silence);

@@ -134,6 +134,9 @@ pub struct HttpConfig {
     pub client_queue_ms: u64,
     /// Kernel send buffer per connection in KiB (small = slow clients are noticed quickly).
     pub send_buffer_kib: usize,
+    /// Recent audio a new listener gets at once, in milliseconds, so players
+    /// start quickly; it adds as much delay for that listener (0 = none).
+    pub burst_ms: u64,
 }
 
 impl Default for HttpConfig {
@@ -145,9 +148,13 @@ impl Default for HttpConfig {
             max_connections: 2000,
             client_queue_ms: 4000,
             send_buffer_kib: 64,
+            burst_ms: DEFAULT_BURST_MS,
         }
     }
 }
+
+/// Default start burst: see `http.burst_ms`.
+pub const DEFAULT_BURST_MS: u64 = 1000;
 
 /// `[silence]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -354,6 +361,12 @@ impl Config {
         }
         if h.client_queue_ms < 100 {
             return Err(key_error("http.client_queue_ms", "must be at least 100"));
+        }
+        if h.burst_ms > 10_000 {
+            return Err(key_error(
+                "http.burst_ms",
+                format!("must be 0 to 10000 milliseconds (got {})", h.burst_ms),
+            ));
         }
         if !self.silence.hold_s.is_finite() || self.silence.hold_s < 0.0 {
             return Err(key_error(

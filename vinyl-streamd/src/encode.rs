@@ -9,7 +9,6 @@ use crate::level::{Levels, SilenceDetector};
 use crate::oggopus::Muxer;
 use crate::opus::{Encoder, FRAME_SAMPLES};
 use crate::status::Status;
-use bytes::Bytes;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
@@ -105,8 +104,8 @@ impl EncodeLoop {
             self.status.pages.fetch_add(1, Ordering::Relaxed);
             self.status
                 .bytes
-                .fetch_add(page.len() as u64, Ordering::Relaxed);
-            self.hub.publish(Bytes::from(page));
+                .fetch_add(page.bytes.len() as u64, Ordering::Relaxed);
+            self.hub.publish(page);
         }
     }
 }

@@ -1,10 +1,12 @@
 //! Optional lossless stream: native FLAC frames (encoded by `flacenc`)
 //! behind a hand-built `fLaC` + STREAMINFO header, fanned out by a second hub.
 //!
-//! A FLAC stream needs no per-listener state either: the header, then
-//! whole frames, each carrying its own sync code and frame number.
+//! Each listener gets the header, then whole frames, each carrying its own
+//! sync code and frame number; [`renumber`] moves a frame onto a listener's
+//! own timeline (see `timeline`).
 
-use crate::hub::Hub;
+use crate::hub::{Chunk, Hub};
+use crate::timeline::Timeline;
 use bytes::Bytes;
 use flacenc::bitsink::ByteSink;
 use flacenc::component::{BitRepr, StreamInfo};
@@ -62,8 +64,9 @@ impl FlacEncoder {
         }
     }
 
-    /// Adds interleaved stereo; returns the frames completed by it.
-    pub fn push(&mut self, pcm: &[f32]) -> Vec<Vec<u8>> {
+    /// Adds interleaved stereo; returns the frames completed by it, each
+    /// with its frame number as its start.
+    pub fn push(&mut self, pcm: &[f32]) -> Vec<Chunk> {
         let full = f64::from((1u32 << (BITS - 1)) - 1);
         self.pending.extend(
             pcm.iter()
@@ -82,7 +85,10 @@ impl FlacEncoder {
                 Ok(frame) => {
                     let mut sink = ByteSink::new();
                     if frame.write(&mut sink).is_ok() {
-                        frames.push(sink.into_inner());
+                        frames.push(Chunk {
+                            bytes: sink.into_inner().into(),
+                            start: n as u64,
+                        });
                     }
                 }
                 Err(e) => tracing::error!("FLAC encode: {e:?}"),
@@ -99,9 +105,14 @@ impl Default for FlacEncoder {
 }
 
 /// Starts the FLAC thread; returns its hub and the sender for 48 kHz stereo.
-pub fn start(queue_frames: usize) -> (Arc<Hub>, SyncSender<Vec<f32>>) {
+pub fn start(queue_frames: usize, burst_frames: usize) -> (Arc<Hub>, SyncSender<Vec<f32>>) {
     let header = stream_header(RATE, CHANNELS, BITS, BLOCK as u16);
-    let hub = Arc::new(Hub::new(Bytes::from(header), queue_frames));
+    let hub = Arc::new(Hub::new(
+        Bytes::from(header),
+        Timeline::Flac,
+        queue_frames,
+        burst_frames,
+    ));
     let (tx, rx) = std::sync::mpsc::sync_channel(64);
     let h = hub.clone();
     std::thread::Builder::new()
@@ -115,9 +126,129 @@ fn run(rx: Receiver<Vec<f32>>, hub: &Hub) {
     let mut enc = FlacEncoder::new();
     for pcm in rx {
         for frame in enc.push(&pcm) {
-            hub.publish(Bytes::from(frame));
+            hub.publish(frame);
         }
     }
+}
+
+/// Where a frame header's coded number starts: after sync code, block
+/// size and rate, channels and sample size.
+const NUMBER_AT: usize = 4;
+
+/// The frame number of a fixed-block-size frame, if `frame` starts with a
+/// valid one.
+pub fn frame_number(frame: &[u8]) -> Option<u64> {
+    header_fields(frame).map(|(number, _, _)| number)
+}
+
+/// A copy of `frame` with frame number `number`: the header's coded number
+/// rewritten (its length may change), header CRC-8 and frame CRC-16
+/// recomputed. `None` if `frame` is not a whole fixed-block-size frame.
+pub fn renumber(frame: &[u8], number: u64) -> Option<Vec<u8>> {
+    let (_, number_len, header_len) = header_fields(frame)?;
+    if frame.len() < header_len + 2 || number >= 1 << 31 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(frame.len() + 6);
+    out.extend_from_slice(&frame[..NUMBER_AT]);
+    out.extend_from_slice(&utf8_number(number));
+    // Optional block size and sample rate bytes, up to (not including) the CRC-8.
+    out.extend_from_slice(&frame[NUMBER_AT + number_len..header_len - 1]);
+    out.push(crc8(&out));
+    out.extend_from_slice(&frame[header_len..frame.len() - 2]);
+    out.extend_from_slice(&crc16(&out).to_be_bytes());
+    Some(out)
+}
+
+/// Parses a frame header: (frame number, its coded length, header length
+/// including the CRC-8), after checking the sync code and the CRC-8.
+fn header_fields(frame: &[u8]) -> Option<(u64, usize, usize)> {
+    // 0xFFF8: sync code, reserved 0, fixed block size (numbers count frames).
+    if frame.len() < NUMBER_AT + 2 || frame[0] != 0xFF || frame[1] != 0xF8 {
+        return None;
+    }
+    let first = frame[NUMBER_AT];
+    let extra = first.leading_ones() as usize;
+    let (number_len, mut number) = match extra {
+        0 => (1, u64::from(first)),
+        2..=6 => (extra, u64::from(first & (0x7F >> extra))),
+        _ => return None,
+    };
+    for &b in frame.get(NUMBER_AT + 1..NUMBER_AT + number_len)? {
+        if b & 0xC0 != 0x80 {
+            return None;
+        }
+        number = number << 6 | u64::from(b & 0x3F);
+    }
+    let block_bytes = match frame[2] >> 4 {
+        6 => 1,
+        7 => 2,
+        _ => 0,
+    };
+    let rate_bytes = match frame[2] & 0x0F {
+        12 => 1,
+        13 | 14 => 2,
+        _ => 0,
+    };
+    let header_len = NUMBER_AT + number_len + block_bytes + rate_bytes + 1;
+    let header = frame.get(..header_len)?;
+    (crc8(&header[..header_len - 1]) == header[header_len - 1])
+        .then_some((number, number_len, header_len))
+}
+
+/// FLAC's "UTF-8" coding of a frame number (up to 31 bits).
+fn utf8_number(n: u64) -> Vec<u8> {
+    if n < 0x80 {
+        return vec![n as u8];
+    }
+    // Each byte after the first carries 6 bits; the first 7 - len.
+    let len = (2..6).find(|&len| n < 1 << (5 * len + 1)).unwrap_or(6);
+    let mut out = vec![0u8; len];
+    let mut rest = n;
+    for b in out[1..].iter_mut().rev() {
+        *b = 0x80 | (rest & 0x3F) as u8;
+        rest >>= 6;
+    }
+    out[0] = (0xFF00u16 >> len) as u8 | rest as u8;
+    out
+}
+
+/// CRC-8 of a frame header: polynomial 0x07, initial value 0.
+fn crc8(data: &[u8]) -> u8 {
+    data.iter().fold(0u8, |mut crc, &b| {
+        crc ^= b;
+        for _ in 0..8 {
+            crc = if crc & 0x80 != 0 {
+                (crc << 1) ^ 0x07
+            } else {
+                crc << 1
+            };
+        }
+        crc
+    })
+}
+
+/// CRC-16 of a whole frame: polynomial 0x8005, initial value 0.
+fn crc16(data: &[u8]) -> u16 {
+    static TABLE: std::sync::OnceLock<[u16; 256]> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = [0u16; 256];
+        for (i, slot) in t.iter_mut().enumerate() {
+            let mut r = (i as u16) << 8;
+            for _ in 0..8 {
+                r = if r & 0x8000 != 0 {
+                    (r << 1) ^ 0x8005
+                } else {
+                    r << 1
+                };
+            }
+            *slot = r;
+        }
+        t
+    });
+    data.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ table[((crc >> 8) as u8 ^ b) as usize]
+    })
 }
 
 #[cfg(test)]
@@ -141,9 +272,46 @@ mod tests {
         assert!(e.push(&vec![0.0; BLOCK]).is_empty());
         let frames = e.push(&vec![0.0; BLOCK * 3]);
         assert_eq!(frames.len(), 2);
-        for f in &frames {
-            assert_eq!(&f[..2], &[0xFF, 0xF8]);
-            assert!(f.len() < 100, "silence should be tiny: {}", f.len());
+        for (i, f) in frames.iter().enumerate() {
+            assert_eq!(&f.bytes[..2], &[0xFF, 0xF8]);
+            assert!(
+                f.bytes.len() < 100,
+                "silence should be tiny: {}",
+                f.bytes.len()
+            );
+            assert_eq!(
+                (f.start, frame_number(&f.bytes)),
+                (i as u64, Some(i as u64))
+            );
         }
+    }
+
+    #[test]
+    fn renumbering_round_trips_across_number_lengths() {
+        let mut e = FlacEncoder::new();
+        let tone: Vec<f32> = (0..BLOCK * 2)
+            .map(|i| (i as f32 * 0.01).sin() * 0.5)
+            .collect();
+        let frame = e.push(&tone).remove(0).bytes;
+        // Renumbering a frame to its own number gives the encoder's bytes:
+        // both CRCs and the number coding match flacenc's.
+        assert_eq!(renumber(&frame, 0).unwrap(), frame.to_vec());
+        for n in [1, 0x7F, 0x80, 0x7FF, 0x800, 0xFFFF, 0x1_0000, 0x7FFF_FFFF] {
+            let moved = renumber(&frame, n).unwrap();
+            assert_eq!(frame_number(&moved), Some(n), "{n:#x}");
+            assert_eq!(
+                crc16(&moved[..moved.len() - 2]).to_be_bytes(),
+                moved[moved.len() - 2..]
+            );
+            assert_eq!(renumber(&moved, 0).unwrap(), frame.to_vec(), "{n:#x}");
+        }
+        assert_eq!(
+            utf8_number(0x7FFF_FFFF),
+            [0xFD, 0xBF, 0xBF, 0xBF, 0xBF, 0xBF]
+        );
+        let mut damaged = frame.to_vec();
+        damaged[4] ^= 1;
+        assert_eq!(renumber(&damaged, 1), None, "header CRC is checked");
+        assert_eq!(renumber(b"OggS", 1), None);
     }
 }

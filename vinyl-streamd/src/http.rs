@@ -264,7 +264,17 @@ fn stream(
     let body = if head {
         Full::new(Bytes::new()).boxed_unsync()
     } else {
-        let (headers, rx) = hub.subscribe();
+        let crate::hub::Subscription {
+            headers,
+            burst,
+            live,
+            mut rebase,
+        } = hub.subscribe();
+        // The header and the start burst go out as one write.
+        let mut first = bytes::BytesMut::from(&headers[..]);
+        for chunk in &burst {
+            first.extend_from_slice(&rebase.apply(chunk));
+        }
         app.status.listeners.fetch_add(1, Ordering::Relaxed);
         app.status.listeners_total.fetch_add(1, Ordering::Relaxed);
         tracing::info!(%peer, content_type, "listener joined");
@@ -272,23 +282,22 @@ fn stream(
         conn.progress_ms.store(app.now_ms(), Ordering::Relaxed);
         conn.streaming.store(true, Ordering::Relaxed);
         let (app, conn) = (app.clone(), conn.clone());
-        let pages = tokio_stream::once(Ok(headers))
-            .chain(BroadcastStream::new(rx))
-            .map_while(move |page| {
-                let _keep = &guard;
-                match page {
-                    Ok(page) => {
-                        conn.progress_ms.store(app.now_ms(), Ordering::Relaxed);
-                        Some(Ok(Frame::data(page)))
-                    }
-                    Err(BroadcastStreamRecvError::Lagged(n)) => {
-                        conn.streaming.store(false, Ordering::Relaxed);
-                        app.status.dropped.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%peer, "dropping listener: {n} pages behind");
-                        None
-                    }
+        let live = BroadcastStream::new(live).map_while(move |chunk| {
+            let _keep = &guard;
+            match chunk {
+                Ok(chunk) => {
+                    conn.progress_ms.store(app.now_ms(), Ordering::Relaxed);
+                    Some(Ok(Frame::data(rebase.apply(&chunk))))
                 }
-            });
+                Err(BroadcastStreamRecvError::Lagged(n)) => {
+                    conn.streaming.store(false, Ordering::Relaxed);
+                    app.status.dropped.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%peer, "dropping listener: {n} chunks behind");
+                    None
+                }
+            }
+        });
+        let pages = tokio_stream::once(Ok(Frame::data(first.freeze()))).chain(live);
         StreamBody::new(pages).boxed_unsync()
     };
     let mut r = Response::new(body);

@@ -125,11 +125,15 @@ async fn push_once(push: &Push, hub: &Hub, status: &Status) -> anyhow::Result<()
     }
     tracing::info!(mount = %t.mount, host = %t.host, "icecast push connected");
     status.set_icecast(true);
-    let (headers, mut rx) = hub.subscribe();
-    sock.write_all(&headers).await?;
+    // Icecast keeps its own burst for its listeners: start with the next page.
+    let mut sub = hub.subscribe();
+    sock.write_all(&sub.headers).await?;
     loop {
-        match rx.recv().await {
-            Ok(page) => sock.write_all(&page).await.context("send")?,
+        match sub.live.recv().await {
+            Ok(page) => sock
+                .write_all(&sub.rebase.apply(&page))
+                .await
+                .context("send")?,
             Err(RecvError::Lagged(n)) => bail!("server too slow, {n} pages behind"),
             Err(RecvError::Closed) => return Ok(()),
         }

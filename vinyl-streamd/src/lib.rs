@@ -21,6 +21,7 @@ pub mod resample;
 pub mod source;
 pub mod status;
 pub mod systemd;
+pub mod timeline;
 
 use anyhow::Context;
 use config::Config;
@@ -63,14 +64,19 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
     let page_ms = 20 * config.encoder.packets_per_page as u64;
     let hub = Arc::new(Hub::new(
         muxer.headers().to_vec().into(),
+        timeline::Timeline::Ogg { header_pages: 2 },
         (config.http.client_queue_ms / page_ms) as usize,
+        config.http.burst_ms.div_ceil(page_ms) as usize,
     ));
     let status = Arc::new(status::Status::default());
     let (input, rx) = std::sync::mpsc::sync_channel(64);
     let (flac_hub, flac_tx) = match config.encoder.flac {
         true => {
             // One FLAC frame is ~85 ms.
-            let (hub, tx) = flac::start((config.http.client_queue_ms / 85).max(2) as usize);
+            let (hub, tx) = flac::start(
+                (config.http.client_queue_ms / 85).max(2) as usize,
+                config.http.burst_ms.div_ceil(85) as usize,
+            );
             (Some(hub), Some(tx))
         }
         false => (None, None),

@@ -55,6 +55,32 @@ impl PageWriter {
     }
 }
 
+/// The page sequence number of the page at the start of `page`, if it
+/// looks like one.
+pub fn sequence(page: &[u8]) -> Option<u32> {
+    if page.len() < 27 || &page[..4] != b"OggS" {
+        return None;
+    }
+    Some(u32::from_le_bytes(page[18..22].try_into().unwrap()))
+}
+
+/// A copy of `page` moved onto another timeline: `origin` subtracted from
+/// its granule position (unless it has none), `sequence` as its sequence
+/// number, and the CRC recomputed.
+pub fn restamp(page: &[u8], origin: u64, sequence: u32) -> Vec<u8> {
+    let mut page = page.to_vec();
+    let granule = u64::from_le_bytes(page[6..14].try_into().unwrap());
+    // All ones: no packet ends on this page, so it has no position.
+    if granule != u64::MAX {
+        page[6..14].copy_from_slice(&granule.wrapping_sub(origin).to_le_bytes());
+    }
+    page[18..22].copy_from_slice(&sequence.to_le_bytes());
+    page[22..26].fill(0);
+    let crc = crc32(&page);
+    page[22..26].copy_from_slice(&crc.to_le_bytes());
+    page
+}
+
 /// A page parsed back from bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page {
@@ -178,6 +204,19 @@ mod tests {
         assert_eq!(page.packets, vec![big, exact, b"x".to_vec()]);
         let (second, _) = parse_page(&w.page(&[b"y"], 1920, 0)).unwrap();
         assert_eq!(second.sequence, 1);
+    }
+
+    #[test]
+    fn restamped_page_keeps_packets_and_has_a_valid_crc() {
+        let mut w = PageWriter::new(5);
+        let original = w.page(&[b"abc", b"de"], 48_000, 0);
+        let moved = restamp(&original, 47_040, 2);
+        let (page, _) = parse_page(&moved).unwrap();
+        assert_eq!((page.granule, page.sequence, page.serial), (960, 2, 5));
+        assert_eq!(page.packets, vec![b"abc".to_vec(), b"de".to_vec()]);
+        assert_eq!(sequence(&moved), Some(2));
+        // Moving back gives the original bytes.
+        assert_eq!(restamp(&moved, 0u64.wrapping_sub(47_040), 0), original);
     }
 
     #[test]

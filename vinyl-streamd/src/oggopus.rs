@@ -4,6 +4,7 @@
 //! One muxer lives for the whole life of the daemon, so every listener sees
 //! the same logical stream: headers first, then live pages.
 
+use crate::hub::Chunk;
 use crate::ogg::{BOS, PageWriter};
 
 /// Opus always counts granule positions at 48 kHz.
@@ -43,6 +44,8 @@ pub struct Muxer {
     writer: PageWriter,
     headers: Vec<u8>,
     granule: u64,
+    /// Granule position before the first pending packet.
+    page_start: u64,
     pending: Vec<Vec<u8>>,
     packets_per_page: usize,
 }
@@ -58,6 +61,7 @@ impl Muxer {
             writer,
             headers,
             granule: 0,
+            page_start: 0,
             pending: Vec::new(),
             packets_per_page: packets_per_page.max(1),
         }
@@ -69,8 +73,8 @@ impl Muxer {
     }
 
     /// Adds one packet covering `samples` (at 48 kHz); returns a finished
-    /// page when one is complete.
-    pub fn push(&mut self, packet: Vec<u8>, samples: u64) -> Option<Vec<u8>> {
+    /// page when one is complete, starting where the previous one ended.
+    pub fn push(&mut self, packet: Vec<u8>, samples: u64) -> Option<Chunk> {
         self.granule += samples;
         self.pending.push(packet);
         if self.pending.len() < self.packets_per_page {
@@ -79,7 +83,11 @@ impl Muxer {
         let refs: Vec<&[u8]> = self.pending.iter().map(Vec::as_slice).collect();
         let page = self.writer.page(&refs, self.granule, 0);
         self.pending.clear();
-        Some(page)
+        let start = std::mem::replace(&mut self.page_start, self.granule);
+        Some(Chunk {
+            bytes: page.into(),
+            start,
+        })
     }
 
     /// Granule position reached so far (samples at 48 kHz, pre-skip included).
@@ -125,10 +133,14 @@ mod tests {
         assert_eq!(tags.sequence, 1);
         assert_eq!(tags.granule, 0);
         assert!(m.push(vec![1], 960).is_none());
-        let (p, _) = parse_page(&m.push(vec![2], 960).unwrap()).unwrap();
+        let chunk = m.push(vec![2], 960).unwrap();
+        let (p, _) = parse_page(&chunk.bytes).unwrap();
         assert_eq!((p.granule, p.sequence, p.packets.len()), (1920, 2, 2));
+        assert_eq!(chunk.start, 0);
         m.push(vec![3], 960);
-        let (p, _) = parse_page(&m.push(vec![4], 960).unwrap()).unwrap();
+        let chunk = m.push(vec![4], 960).unwrap();
+        let (p, _) = parse_page(&chunk.bytes).unwrap();
         assert_eq!((p.granule, p.sequence, p.serial), (3840, 3, 7));
+        assert_eq!(chunk.start, 1920);
     }
 }

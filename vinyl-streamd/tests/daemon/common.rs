@@ -338,3 +338,22 @@ pub fn wait_until(limit: Duration, mut check: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// Writes `secs` of a 1 kHz tone (s16 stereo 48 kHz) into `fifo`, in real time.
+pub fn feed_fifo(fifo: &std::path::Path, secs: f64) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+    let start = Instant::now();
+    let amp = 0.5 * 32767.0;
+    let total = (secs * 48_000.0) as usize;
+    for block in 0..total / 480 {
+        let mut buf = Vec::with_capacity(480 * 4);
+        for i in block * 480..(block + 1) * 480 {
+            let s = (amp * (i as f64 * std::f64::consts::TAU * 1000.0 / 48_000.0).sin()) as i16;
+            buf.extend_from_slice(&s.to_le_bytes());
+            buf.extend_from_slice(&s.to_le_bytes());
+        }
+        f.write_all(&buf).unwrap();
+        let due = Duration::from_millis(10 * (block as u64 + 1));
+        std::thread::sleep(due.saturating_sub(start.elapsed()));
+    }
+}

@@ -5,4 +5,5 @@ mod alsa;
 mod browser;
 mod common;
 mod icecast;
+mod players;
 mod stream;

@@ -18,6 +18,12 @@ fn check_single_stream(bytes: &[u8]) -> usize {
     assert_eq!(&pages[0].packets[0][..8], b"OpusHead");
     assert_eq!(pages[0].flags, vinyl_streamd::ogg::BOS);
     assert_eq!(&pages[1].packets[0][..8], b"OpusTags");
+    // Every listener's positions start at zero, however long the daemon runs.
+    assert_eq!(
+        (pages[2].sequence, pages[2].granule),
+        (2, 960),
+        "not rebased"
+    );
     let serial = pages[0].serial;
     for w in pages[2..].windows(2) {
         assert_eq!(w[1].serial, serial, "chained stream");
@@ -65,7 +71,9 @@ fn listeners_joining_apart_both_decode_from_first_byte() {
     std::thread::sleep(Duration::from_secs(2));
     let second = record(d.addr, Duration::from_secs(3));
     let first = first.join().unwrap();
-    for (name, bytes, secs) in [("first", first, 5.0), ("second", second, 3.0)] {
+    // The second also gets the default start burst of recent audio at once.
+    let burst = vinyl_streamd::config::DEFAULT_BURST_MS as f64 / 1000.0;
+    for (name, bytes, secs) in [("first", first, 5.0), ("second", second, 3.0 + burst)] {
         check_single_stream(&bytes);
         let pcm = left(&decode_bytes(bytes));
         let got = pcm.len() as f64 / 48_000.0;
@@ -118,25 +126,6 @@ fn stalled_listener_neither_delays_others_nor_stays() {
     assert!(d.log().iter().any(|l| l.contains("dropping listener")));
     assert_eq!(d.metric("vinyl_listeners"), 0.0);
     drop(stalled);
-}
-
-/// Writes `secs` of a 1 kHz tone (s16 stereo 48 kHz) into `fifo`, in real time.
-fn feed_fifo(fifo: &std::path::Path, secs: f64) {
-    let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
-    let start = Instant::now();
-    let amp = 0.5 * 32767.0;
-    let total = (secs * 48_000.0) as usize;
-    for block in 0..total / 480 {
-        let mut buf = Vec::with_capacity(480 * 4);
-        for i in block * 480..(block + 1) * 480 {
-            let s = (amp * (i as f64 * std::f64::consts::TAU * 1000.0 / 48_000.0).sin()) as i16;
-            buf.extend_from_slice(&s.to_le_bytes());
-            buf.extend_from_slice(&s.to_le_bytes());
-        }
-        f.write_all(&buf).unwrap();
-        let due = Duration::from_millis(10 * (block as u64 + 1));
-        std::thread::sleep(due.saturating_sub(start.elapsed()));
-    }
 }
 
 #[test]
