@@ -120,6 +120,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<Ap
             async move { Ok::<_, Infallible>(handle(&app, &conn, peer, req)) }
         })
     };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
@@ -127,7 +128,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<Ap
         .serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         r = served => if let Err(e) = r { tracing::debug!(%peer, "connection: {e}") },
-        _ = stalled(&app, &conn) => {
+        _ = stalled(&app, &conn, fd) => {
             app.status.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "dropping listener: not reading for {:?}", app.stall_limit);
         }
@@ -148,17 +149,71 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Completes when the connection streams audio but has made no progress
-/// for longer than the stall limit.
-async fn stalled(app: &App, conn: &Conn) {
+/// How often a streaming connection's progress is checked.
+const STALL_POLL: Duration = Duration::from_millis(200);
+
+/// Completes when the connection streams audio but the client has taken
+/// nothing for longer than the stall limit.
+///
+/// Progress is what the client acknowledges at the TCP level, not what
+/// hyper takes from the body: the kernel send buffer (128 KiB with the
+/// default 64 KiB setting: over 6 s of Opus) and hyper's write queue would
+/// otherwise hide a stalled client for seconds on top of the limit. A
+/// client counts as making progress while its acknowledged byte count
+/// grows or nothing is waiting for it in the kernel. `fd` stays open as
+/// long as this future is polled alongside the connection.
+async fn stalled(app: &App, conn: &Conn, fd: std::os::fd::RawFd) {
+    let mut acked = None;
+    let mut since = app.now_ms();
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle = app
-            .now_ms()
-            .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
-        if conn.streaming.load(Ordering::Relaxed) && idle > app.stall_limit.as_millis() as u64 {
+        tokio::time::sleep(STALL_POLL).await;
+        let now = app.now_ms();
+        if !conn.streaming.load(Ordering::Relaxed) {
+            since = now;
+            continue;
+        }
+        match tcp_progress(fd) {
+            Some((bytes, queued)) => {
+                if acked != Some(bytes) || queued == 0 {
+                    acked = Some(bytes);
+                    since = now;
+                }
+            }
+            // No TCP_INFO: fall back to when the body last handed a page to hyper.
+            None => since = conn.progress_ms.load(Ordering::Relaxed),
+        }
+        if now.saturating_sub(since) > app.stall_limit.as_millis() as u64 {
             return;
         }
+    }
+}
+
+/// Bytes of this connection the client has acknowledged, and bytes still
+/// in the kernel send queue (unsent or unacknowledged), from `TCP_INFO`
+/// and `SIOCOUTQ`.
+fn tcp_progress(fd: std::os::fd::RawFd) -> Option<(u64, u32)> {
+    // SAFETY: `fd` is an open TCP socket (see `stalled`); both calls only
+    // write into the buffers passed, whose sizes are given.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        // tcpi_bytes_acked needs Linux 4.1; older kernels return less.
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+        if r != 0 || (len as usize) < needed {
+            return None;
+        }
+        let mut queued: libc::c_int = 0;
+        if libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) != 0 {
+            return None;
+        }
+        Some((info.tcpi_bytes_acked, queued.max(0) as u32))
     }
 }
 

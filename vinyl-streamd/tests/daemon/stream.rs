@@ -83,14 +83,9 @@ fn stalled_listener_neither_delays_others_nor_stays() {
     if !have("ffmpeg") {
         return;
     }
-    let d = Daemon::start(&[
-        "--source",
-        "tone",
-        "--client-queue-ms",
-        "1000",
-        "--send-buffer-kib",
-        "4",
-    ]);
+    // The documented defaults: client_queue_ms = 4000, send_buffer_kib = 64
+    // (a kernel send buffer holding over 6 s of audio, which must not count).
+    let d = Daemon::start(&["--source", "tone"]);
     // A listener with a tiny receive window that never reads.
     let stalled = {
         let sock =
@@ -101,6 +96,34 @@ fn stalled_listener_neither_delays_others_nor_stays() {
         s.write_all(b"GET /stream.opus HTTP/1.0\r\n\r\n").unwrap();
         s
     };
+    // Watch, from the client's side, when its receive buffer stops filling
+    // (it stops acknowledging then), and when the daemon reports the drop.
+    let asked = Instant::now();
+    let watcher = std::thread::spawn({
+        let (addr, peek) = (d.addr, stalled.try_clone().unwrap());
+        move || {
+            peek.set_nonblocking(true).unwrap();
+            let mut buf = vec![0u8; 1 << 20];
+            let (mut queued, mut full_at) = (0, 0.0);
+            let deadline = asked + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                let n = peek.peek(&mut buf).unwrap_or(0);
+                if n > queued {
+                    (queued, full_at) = (n, asked.elapsed().as_secs_f64());
+                }
+                let (_, _, body) = http_get(addr, "/metrics");
+                let dropped = String::from_utf8(body).unwrap().lines().any(|l| {
+                    l.strip_prefix("vinyl_listeners_dropped_total ")
+                        .is_some_and(|v| v != "0")
+                });
+                if dropped {
+                    return Some((full_at, asked.elapsed().as_secs_f64(), queued));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            None
+        }
+    });
     let start = Instant::now();
     let pcm = left(&decode_bytes(record(d.addr, Duration::from_secs(4))));
     let elapsed = start.elapsed().as_secs_f64();
@@ -109,11 +132,18 @@ fn stalled_listener_neither_delays_others_nor_stays() {
         audio > 3.4,
         "healthy listener got only {audio} s in {elapsed} s"
     );
+    let (full_at, dropped_at, queued) = watcher
+        .join()
+        .unwrap()
+        .expect("stalled listener never dropped");
+    let not_reading = dropped_at - full_at;
+    println!(
+        "stalled listener: receive buffer full ({queued} bytes) {full_at:.2} s after its request, \
+         dropped {dropped_at:.2} s after it: {not_reading:.2} s without taking anything (client_queue_ms 4000)"
+    );
     assert!(
-        wait_until(Duration::from_secs(15), || d
-            .metric("vinyl_listeners_dropped_total")
-            >= 1.0),
-        "stalled listener never dropped"
+        (4.0..5.0).contains(&not_reading),
+        "dropped after {not_reading:.2} s without progress, documented 4 s"
     );
     assert!(d.log().iter().any(|l| l.contains("dropping listener")));
     assert_eq!(d.metric("vinyl_listeners"), 0.0);
