@@ -85,9 +85,12 @@ pub struct Cli {
     /// [http.description] Station description (icy-description).
     #[arg(long)]
     pub description: Option<String>,
-    /// [http.max_connections] Most simultaneous HTTP connections.
+    /// [http.max_connections] Most simultaneous stream listeners (the page, /status and /metrics have slots of their own).
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// [http.max_per_address] Most open connections from one address, idle ones included.
+    #[arg(long)]
+    pub max_per_address: Option<usize>,
     /// [http.client_queue_ms] Audio a listener may fall behind before it is dropped, milliseconds.
     #[arg(long)]
     pub client_queue_ms: Option<u64>,
@@ -161,6 +164,7 @@ impl Cli {
         put(&mut t, "http.name", &self.name);
         put(&mut t, "http.description", &self.description);
         put(&mut t, "http.max_connections", &self.max_connections);
+        put(&mut t, "http.max_per_address", &self.max_per_address);
         put(&mut t, "http.client_queue_ms", &self.client_queue_ms);
         put(&mut t, "http.send_buffer_kib", &self.send_buffer_kib);
         put(&mut t, "silence.threshold_db", &self.silence_threshold_db);

@@ -128,8 +128,13 @@ pub struct HttpConfig {
     pub name: String,
     /// Station description (`icy-description` header).
     pub description: String,
-    /// Most simultaneous HTTP connections; more get 503.
+    /// Most simultaneous stream listeners; further stream requests get 503.
+    /// Counted once a request has arrived; the page, `/status` and
+    /// `/metrics` have slots of their own.
     pub max_connections: usize,
+    /// Most open connections from one address (IPv4-mapped IPv6 counts as
+    /// IPv4), idle ones included; more are answered 503 and closed.
+    pub max_per_address: usize,
     /// Audio a listener may fall behind before it is dropped, in milliseconds.
     pub client_queue_ms: u64,
     /// Kernel send buffer per connection in KiB (small = slow clients are noticed quickly).
@@ -143,6 +148,7 @@ impl Default for HttpConfig {
             name: "Vinyl".into(),
             description: "Live from the turntable".into(),
             max_connections: 2000,
+            max_per_address: 32,
             client_queue_ms: 4000,
             send_buffer_kib: 64,
         }
@@ -351,6 +357,9 @@ impl Config {
         }
         if h.max_connections == 0 {
             return Err(key_error("http.max_connections", "must be at least 1"));
+        }
+        if h.max_per_address == 0 {
+            return Err(key_error("http.max_per_address", "must be at least 1"));
         }
         if h.client_queue_ms < 100 {
             return Err(key_error("http.client_queue_ms", "must be at least 100"));

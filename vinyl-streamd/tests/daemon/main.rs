@@ -5,4 +5,5 @@ mod alsa;
 mod browser;
 mod common;
 mod icecast;
+mod limits;
 mod stream;

@@ -433,23 +433,6 @@ fn flac_stream_is_lossless_enough_to_measure_and_off_by_default() {
 }
 
 #[test]
-fn connections_over_the_limit_get_503() {
-    let d = Daemon::start(&["--source", "tone", "--max-connections", "2"]);
-    let _a = open_stream(d.addr);
-    let _b = open_stream(d.addr);
-    let resp = raw_request(d.addr, b"GET /status HTTP/1.0\r\n\r\n");
-    assert!(
-        resp.starts_with(b"HTTP/1.1 503"),
-        "{}",
-        String::from_utf8_lossy(&resp)
-    );
-    drop(_b);
-    assert!(wait_until(Duration::from_secs(5), || {
-        raw_request(d.addr, b"GET /status HTTP/1.0\r\n\r\n").starts_with(b"HTTP/1.0 200")
-    }));
-}
-
-#[test]
 fn systemd_notifications_ready_watchdog_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify");
