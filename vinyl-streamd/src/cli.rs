@@ -5,7 +5,6 @@ use crate::config::{self, SourceKind};
 use crate::pcm::SampleFormat;
 use clap::Parser;
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Streams a turntable (ALSA capture) as Ogg Opus over HTTP.
@@ -78,7 +77,7 @@ pub struct Cli {
 
     /// [http.listen] Address to listen on; repeat for several (default [::]:8000).
     #[arg(long)]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<String>,
     /// [http.name] Station name (icy-name, page title).
     #[arg(long)]
     pub name: Option<String>,
@@ -155,11 +154,10 @@ impl Cli {
         put(&mut t, "encoder.complexity", &self.complexity);
         put(&mut t, "encoder.packets_per_page", &self.packets_per_page);
         put(&mut t, "encoder.flac", &self.flac);
-        let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
         put(
             &mut t,
             "http.listen",
-            &(!listen.is_empty()).then_some(listen),
+            &(!self.listen.is_empty()).then_some(&self.listen),
         );
         put(&mut t, "http.name", &self.name);
         put(&mut t, "http.description", &self.description);

@@ -316,15 +316,65 @@ fn sigterm_exits_cleanly_even_with_listeners() {
 fn bad_config_names_the_key_and_exits_nonzero() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
-    std::fs::write(&path, "[encoder]\nbitrate_kbps = 5000\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
-        .args(["--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let run = |file: &str, args: &[&str]| {
+        std::fs::write(&path, file).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
+            .args(["--config", path.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(2), "{file} {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+        err
+    };
+    let err = run("[encoder]\nbitrate_kbps = 5000\n", &[]);
     assert!(err.contains("encoder.bitrate_kbps"), "{err}");
-    assert_eq!(err.lines().count(), 1, "one clear line: {err}");
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "[silence]\nhold_s = 1e30\n",
+            &[],
+            "bad config key `silence.hold_s`: must be 0 to 86400 (got 1e30)",
+        ),
+        (
+            "[http]\nclient_queue_ms = 99999999999\n",
+            &[],
+            "`http.client_queue_ms`: must be 100 to 60000 (got 99999999999)",
+        ),
+        (
+            "[source]\nretry_ms = 0\n",
+            &[],
+            "`source.retry_ms`: must be 100 to 600000 (got 0)",
+        ),
+        (
+            "[silence]\nthreshold_db = nan\n",
+            &[],
+            "`silence.threshold_db`: must be -120 to 0 (got NaN)",
+        ),
+        (
+            "[http]\nlisten = [\"[::]:99999\"]\n",
+            &[],
+            "port must be 0 to 65535 (got 99999",
+        ),
+        (
+            "",
+            &["--listen", "[::]:99999"],
+            "port must be 0 to 65535 (got 99999",
+        ),
+        (
+            "",
+            &["--silence-hold-s", "inf"],
+            "`silence.hold_s`: must be 0 to 86400 (got inf)",
+        ),
+        ("", &["--max-connections", "lots"], "--max-connections"),
+        ("[encoder\nbitrate_kbps = 96\n", &[], "line 1"),
+        ("[encoder]\nbitrate_kbps = 9 6\n", &[], "line 2"),
+    ];
+    for (file, args, expected) in cases {
+        let err = run(file, args);
+        assert!(err.starts_with("vinyl-streamd: "), "{err}");
+        assert!(err.contains(expected), "{file} {args:?}: {err}");
+    }
 
     std::fs::write(&path, "[http]\nname = \"Den\"\n").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_vinyl-streamd"))
