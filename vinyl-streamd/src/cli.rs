@@ -5,7 +5,6 @@ use crate::config::{self, SourceKind};
 use crate::pcm::SampleFormat;
 use clap::Parser;
 use serde::Serialize;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 /// Streams a turntable (ALSA capture) as Ogg Opus over HTTP.
@@ -78,16 +77,19 @@ pub struct Cli {
 
     /// [http.listen] Address to listen on; repeat for several (default [::]:8000).
     #[arg(long)]
-    pub listen: Vec<SocketAddr>,
+    pub listen: Vec<String>,
     /// [http.name] Station name (icy-name, page title).
     #[arg(long)]
     pub name: Option<String>,
     /// [http.description] Station description (icy-description).
     #[arg(long)]
     pub description: Option<String>,
-    /// [http.max_connections] Most simultaneous HTTP connections.
+    /// [http.max_connections] Most simultaneous stream listeners (the page, /status and /metrics have slots of their own).
     #[arg(long)]
     pub max_connections: Option<usize>,
+    /// [http.max_per_address] Most open connections from one address, idle ones included.
+    #[arg(long)]
+    pub max_per_address: Option<usize>,
     /// [http.client_queue_ms] Audio a listener may fall behind before it is dropped, milliseconds.
     #[arg(long)]
     pub client_queue_ms: Option<u64>,
@@ -155,15 +157,15 @@ impl Cli {
         put(&mut t, "encoder.complexity", &self.complexity);
         put(&mut t, "encoder.packets_per_page", &self.packets_per_page);
         put(&mut t, "encoder.flac", &self.flac);
-        let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
         put(
             &mut t,
             "http.listen",
-            &(!listen.is_empty()).then_some(listen),
+            &(!self.listen.is_empty()).then_some(&self.listen),
         );
         put(&mut t, "http.name", &self.name);
         put(&mut t, "http.description", &self.description);
         put(&mut t, "http.max_connections", &self.max_connections);
+        put(&mut t, "http.max_per_address", &self.max_per_address);
         put(&mut t, "http.client_queue_ms", &self.client_queue_ms);
         put(&mut t, "http.send_buffer_kib", &self.send_buffer_kib);
         put(&mut t, "http.burst_ms", &self.burst_ms);

@@ -123,13 +123,19 @@ impl Default for EncoderConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpConfig {
     /// Addresses to listen on.
+    #[serde(deserialize_with = "listen_addresses")]
     pub listen: Vec<SocketAddr>,
     /// Station name (`icy-name` header, page title).
     pub name: String,
     /// Station description (`icy-description` header).
     pub description: String,
-    /// Most simultaneous HTTP connections; more get 503.
+    /// Most simultaneous stream listeners; further stream requests get 503.
+    /// Counted once a request has arrived; the page, `/status` and
+    /// `/metrics` have slots of their own.
     pub max_connections: usize,
+    /// Most open connections from one address (IPv4-mapped IPv6 counts as
+    /// IPv4), idle ones included; more are answered 503 and closed.
+    pub max_per_address: usize,
     /// Audio a listener may fall behind before it is dropped, in milliseconds.
     pub client_queue_ms: u64,
     /// Kernel send buffer per connection in KiB (small = slow clients are noticed quickly).
@@ -146,6 +152,7 @@ impl Default for HttpConfig {
             name: "Vinyl".into(),
             description: "Live from the turntable".into(),
             max_connections: 2000,
+            max_per_address: 32,
             client_queue_ms: 4000,
             send_buffer_kib: 64,
             burst_ms: DEFAULT_BURST_MS,
@@ -218,10 +225,14 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A file is not valid TOML.
-    #[error("config file {path} is not valid TOML: {message}")]
+    #[error("config file {path} is not valid TOML at line {line} ({text}): {message}")]
     Syntax {
         /// The file.
         path: PathBuf,
+        /// Line number, from 1.
+        line: usize,
+        /// That line, trimmed (it names the key, if any).
+        text: String,
         /// Parser message.
         message: String,
     },
@@ -248,11 +259,26 @@ pub fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
         path: path.into(),
         source,
     })?;
-    text.parse::<toml::Table>()
-        .map_err(|e| ConfigError::Syntax {
+    text.parse::<toml::Table>().map_err(|e| {
+        let at = e.span().map_or(0, |s| s.start).min(text.len());
+        let line = text[..at].matches('\n').count() + 1;
+        ConfigError::Syntax {
             path: path.into(),
-            message: e.message().to_string(),
-        })
+            line,
+            text: format!("{:?}", text.lines().nth(line - 1).unwrap_or("").trim()),
+            message: one_line(e.message()),
+        }
+    })
+}
+
+/// Joins a possibly multi-line message into one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Merges `over` into `base`, recursing into tables.
@@ -288,7 +314,11 @@ impl Config {
         let config: Config =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
-                key_error(&key, e.into_inner().to_string())
+                let message = e.into_inner().to_string();
+                // toml adds the key on a line of its own; the error names it already.
+                let message: Vec<&str> =
+                    message.lines().filter(|l| !l.starts_with("in `")).collect();
+                key_error(&key, one_line(&message.join("\n")))
             })?;
         config.validate()?;
         Ok(config)
@@ -315,10 +345,16 @@ impl Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.source;
         if ![44_100, 48_000].contains(&s.rate) {
-            return Err(key_error("source.rate", "must be 44100 or 48000"));
+            return Err(key_error(
+                "source.rate",
+                format!("must be 44100 or 48000 (got {})", s.rate),
+            ));
         }
         if !(1..=2).contains(&s.channels) {
-            return Err(key_error("source.channels", "must be 1 or 2"));
+            return Err(key_error(
+                "source.channels",
+                format!("must be 1 or 2 (got {})", s.channels),
+            ));
         }
         if s.kind == SourceKind::File && s.path.as_os_str().is_empty() {
             return Err(key_error(
@@ -326,63 +362,83 @@ impl Config {
                 "required when source.kind = \"file\"",
             ));
         }
-        if !(1.0..20_000.0).contains(&s.tone_hz) {
-            return Err(key_error("source.tone_hz", "must be between 1 and 20000"));
-        }
-        if s.tone_dbfs > 0.0 {
-            return Err(key_error("source.tone_dbfs", "must be at most 0"));
-        }
+        range("source.tone_hz", s.tone_hz, 1.0, 20_000.0)?;
+        range("source.tone_dbfs", s.tone_dbfs, -120.0, 0.0)?;
         // Longer periods would look like source gaps to the encoder (see encode::GAP).
-        if !(1..=50).contains(&s.period_ms) {
-            return Err(key_error("source.period_ms", "must be 1 to 50"));
-        }
-        if s.buffer_ms < 2 * s.period_ms || s.buffer_ms > 2000 {
-            return Err(key_error(
-                "source.buffer_ms",
-                "must be at least 2 periods and at most 2000",
-            ));
-        }
+        range("source.period_ms", s.period_ms, 1, 50)?;
+        // At least two periods, so ALSA can double-buffer.
+        range("source.buffer_ms", s.buffer_ms, 2 * s.period_ms, 2000)?;
+        // Below 100 ms a missing device would be retried in a busy loop.
+        range("source.retry_ms", s.retry_ms, 100, 600_000)?;
         let e = &self.encoder;
-        if !(6..=510).contains(&e.bitrate_kbps) {
-            return Err(key_error("encoder.bitrate_kbps", "must be 6 to 510"));
-        }
-        if e.complexity > 10 {
-            return Err(key_error("encoder.complexity", "must be 0 to 10"));
-        }
-        if !(1..=50).contains(&e.packets_per_page) {
-            return Err(key_error("encoder.packets_per_page", "must be 1 to 50"));
-        }
+        range("encoder.bitrate_kbps", e.bitrate_kbps, 6, 510)?;
+        range("encoder.complexity", e.complexity, 0, 10)?;
+        range("encoder.packets_per_page", e.packets_per_page, 1, 50)?;
         let h = &self.http;
         if h.listen.is_empty() {
             return Err(key_error("http.listen", "needs at least one address"));
         }
-        if h.max_connections == 0 {
-            return Err(key_error("http.max_connections", "must be at least 1"));
-        }
-        if h.client_queue_ms < 100 {
-            return Err(key_error("http.client_queue_ms", "must be at least 100"));
-        }
-        if h.burst_ms > 10_000 {
-            return Err(key_error(
-                "http.burst_ms",
-                format!("must be 0 to 10000 milliseconds (got {})", h.burst_ms),
-            ));
-        }
-        if !self.silence.hold_s.is_finite() || self.silence.hold_s < 0.0 {
-            return Err(key_error(
-                "silence.hold_s",
-                "must be a positive number of seconds",
-            ));
-        }
+        range("http.max_connections", h.max_connections, 1, 100_000)?;
+        range("http.max_per_address", h.max_per_address, 1, 100_000)?;
+        range("http.client_queue_ms", h.client_queue_ms, 100, 60_000)?;
+        range("http.send_buffer_kib", h.send_buffer_kib, 4, 4096)?;
+        range("http.burst_ms", h.burst_ms, 0, 10_000)?;
+        range(
+            "silence.threshold_db",
+            self.silence.threshold_db,
+            -120.0,
+            0.0,
+        )?;
+        range("silence.hold_s", self.silence.hold_s, 0.0, 86_400.0)?;
         let url = &self.icecast.url;
         if !url.is_empty() && crate::icecast::Target::parse(url).is_none() {
             return Err(key_error(
                 "icecast.url",
-                "must look like http://host:port/mount",
+                format!("must look like http://host:port/mount (got {url:?})"),
             ));
         }
+        range("icecast.max_backoff_s", self.icecast.max_backoff_s, 1, 3600)?;
         Ok(())
     }
+}
+
+/// Checks `lo <= value <= hi` (so NaN never passes). The bounds print
+/// plainly, the value in `Debug` form, so `1e30` stays `1e30`.
+fn range<T>(key: &str, value: T, lo: T, hi: T) -> Result<(), ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + std::fmt::Debug,
+{
+    if lo <= value && value <= hi {
+        Ok(())
+    } else {
+        Err(key_error(
+            key,
+            format!("must be {lo} to {hi} (got {value:?})"),
+        ))
+    }
+}
+
+/// Parses one listen address, naming the port range when the port is out of it.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    if let Some((_, port)) = text.rsplit_once(':')
+        && let Ok(port) = port.parse::<u128>()
+        && port > u128::from(u16::MAX)
+    {
+        return Err(format!("port must be 0 to 65535 (got {port} in {text:?})"));
+    }
+    Err(format!(
+        "must be an IP address and port like [::]:8000 or 0.0.0.0:8000 (got {text:?})"
+    ))
+}
+
+fn listen_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|a| parse_listen(a).map_err(serde::de::Error::custom))
+        .collect()
 }
 
 #[cfg(test)]
@@ -419,6 +475,191 @@ mod tests {
         assert!(msg.contains("threshhold_db"), "{msg}");
         let msg = parse("[source]\nformat = \"s20\"").unwrap_err().to_string();
         assert!(msg.contains("`source.format`"), "{msg}");
+    }
+
+    /// `key = value` as a one-key configuration.
+    fn one(key: &str, value: &str) -> Result<Config, ConfigError> {
+        let (section, name) = key.split_once('.').unwrap();
+        parse(&format!("[{section}]\n{name} = {value}"))
+    }
+
+    #[test]
+    fn every_numeric_key_is_bounded_with_a_one_line_error() {
+        // key, lowest and highest accepted, rejected values, the range as printed.
+        let table: &[(&str, &str, &str, &[&str], &str)] = &[
+            (
+                "source.rate",
+                "44100",
+                "48000",
+                &["0", "22050", "96000"],
+                "44100 or 48000",
+            ),
+            ("source.channels", "1", "2", &["0", "3"], "1 or 2"),
+            (
+                "source.tone_hz",
+                "1.0",
+                "20000.0",
+                &["0.5", "20001.0", "nan", "inf", "-inf"],
+                "1 to 20000",
+            ),
+            (
+                "source.tone_dbfs",
+                "-120.0",
+                "0.0",
+                &["0.1", "-121.0", "nan", "-inf"],
+                "-120 to 0",
+            ),
+            ("source.period_ms", "1", "50", &["0", "51"], "1 to 50"),
+            (
+                "source.buffer_ms",
+                "20",
+                "2000",
+                &["19", "2001", "0"],
+                "20 to 2000",
+            ),
+            (
+                "source.retry_ms",
+                "100",
+                "600000",
+                &["0", "99", "600001"],
+                "100 to 600000",
+            ),
+            (
+                "encoder.bitrate_kbps",
+                "6",
+                "510",
+                &["5", "511"],
+                "6 to 510",
+            ),
+            ("encoder.complexity", "0", "10", &["11"], "0 to 10"),
+            (
+                "encoder.packets_per_page",
+                "1",
+                "50",
+                &["0", "51"],
+                "1 to 50",
+            ),
+            (
+                "http.max_connections",
+                "1",
+                "100000",
+                &["0", "100001"],
+                "1 to 100000",
+            ),
+            (
+                "http.max_per_address",
+                "1",
+                "100000",
+                &["0", "100001"],
+                "1 to 100000",
+            ),
+            (
+                "http.burst_ms",
+                "0",
+                "10000",
+                &["10001", "99999999999"],
+                "0 to 10000",
+            ),
+            (
+                "http.client_queue_ms",
+                "100",
+                "60000",
+                &["99", "60001", "99999999999"],
+                "100 to 60000",
+            ),
+            (
+                "http.send_buffer_kib",
+                "4",
+                "4096",
+                &["3", "4097"],
+                "4 to 4096",
+            ),
+            (
+                "silence.threshold_db",
+                "-120.0",
+                "0.0",
+                &["1.0", "-121.0", "nan", "inf"],
+                "-120 to 0",
+            ),
+            (
+                "silence.hold_s",
+                "0.0",
+                "86400.0",
+                &["-0.1", "86401.0", "1e30", "nan", "inf"],
+                "0 to 86400",
+            ),
+            (
+                "icecast.max_backoff_s",
+                "1",
+                "3600",
+                &["0", "3601"],
+                "1 to 3600",
+            ),
+        ];
+        for &(key, lo, hi, bad, range) in table {
+            for ok in [lo, hi] {
+                one(key, ok).unwrap_or_else(|e| panic!("{key} = {ok} rejected: {e}"));
+            }
+            for &value in bad {
+                let msg = one(key, value)
+                    .expect_err(&format!("{key} = {value} accepted"))
+                    .to_string();
+                assert!(
+                    msg.starts_with(&format!("bad config key `{key}`: must be {range}")),
+                    "{msg}"
+                );
+                assert!(!msg.contains('\n'), "{msg}");
+                if range.contains(" to ") && value.parse::<f64>().is_ok_and(f64::is_finite) {
+                    assert!(msg.ends_with(&format!("(got {value})")), "{msg}");
+                }
+            }
+        }
+        let msg = one("silence.hold_s", "1e30").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "bad config key `silence.hold_s`: must be 0 to 86400 (got 1e30)"
+        );
+        let msg = one("silence.threshold_db", "nan").unwrap_err().to_string();
+        assert!(msg.ends_with("(got NaN)"), "{msg}");
+        // Every numeric default key is in the table.
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for (section, keys) in defaults {
+            for (key, value) in keys.as_table().unwrap() {
+                let k = format!("{section}.{key}");
+                if value.is_integer() || value.is_float() {
+                    assert!(table.iter().any(|t| t.0 == k), "{k} has no bound test");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn listen_ports_out_of_range_are_named() {
+        let msg = one("http.listen", r#"["[::]:99999"]"#)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            msg,
+            r#"bad config key `http.listen`: port must be 0 to 65535 (got 99999 in "[::]:99999")"#
+        );
+        let msg = one("http.listen", r#"["localhost"]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("must be an IP address and port"), "{msg}");
+        let c = one("http.listen", r#"["127.0.0.1:65535", "[::1]:0"]"#).unwrap();
+        assert_eq!(c.http.listen.len(), 2);
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[encoder]\ncomplexity = 5\nbitrate_kbps = 16 0\n").unwrap();
+        let msg = read_file(&path).unwrap_err().to_string();
+        assert!(!msg.contains('\n'), "{msg}");
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("bitrate_kbps"), "{msg}");
     }
 
     #[test]

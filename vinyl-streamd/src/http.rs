@@ -11,10 +11,11 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt;
@@ -24,6 +25,11 @@ use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const INDEX_HTML: &str = include_str!("index.html");
+
+/// Connections that may hold a non-stream request (the page, `/status`,
+/// `/metrics`, ...) at once, on top of `max_connections` stream listeners,
+/// so monitoring and the page still work when every stream slot is taken.
+pub const OTHER_SLOTS: usize = 64;
 
 /// Shared by every connection.
 pub struct App {
@@ -37,15 +43,22 @@ pub struct App {
     pub name: String,
     /// `icy-description`.
     pub description: String,
-    /// Most simultaneous connections.
+    /// Most simultaneous stream listeners.
     pub max_connections: usize,
+    /// Most open connections from one address.
+    pub max_per_address: usize,
     /// How long a listener may make no progress before it is dropped.
     pub stall_limit: Duration,
     /// Kernel send buffer per connection, bytes.
     pub send_buffer: usize,
     /// Addresses the server listens on.
     pub listen: Vec<SocketAddr>,
-    connections: AtomicUsize,
+    /// Stream slots taken (at most `max_connections`).
+    streams: AtomicUsize,
+    /// Other slots taken (at most [`OTHER_SLOTS`]).
+    others: AtomicUsize,
+    /// Open connections per client address.
+    per_address: Mutex<HashMap<IpAddr, usize>>,
     epoch: Instant,
 }
 
@@ -63,10 +76,13 @@ impl App {
             name: config.name.clone(),
             description: config.description.clone(),
             max_connections: config.max_connections,
+            max_per_address: config.max_per_address,
             stall_limit: Duration::from_millis(config.client_queue_ms),
             send_buffer: config.send_buffer_kib * 1024,
             listen,
-            connections: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
+            others: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
             epoch: Instant::now(),
         })
     }
@@ -74,7 +90,75 @@ impl App {
     fn now_ms(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
     }
+
+    /// Counts a new connection from `ip`; `None` when that address already
+    /// has `max_per_address` open.
+    fn open_from(self: &Arc<Self>, ip: IpAddr) -> Option<AddressSlot> {
+        let mut map = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= self.max_per_address {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot(self.clone(), ip))
+    }
+
+    fn pool(&self, slot: u8) -> (&AtomicUsize, usize) {
+        match slot {
+            STREAM => (&self.streams, self.max_connections),
+            _ => (&self.others, OTHER_SLOTS),
+        }
+    }
+
+    /// Moves `conn` into the pool `slot` (if not there yet); false when
+    /// that pool is full, leaving `conn` where it was.
+    fn claim(&self, conn: &Conn, slot: u8) -> bool {
+        let held = conn.slot.load(Ordering::Relaxed);
+        if held == slot {
+            return true;
+        }
+        let (count, limit) = self.pool(slot);
+        if count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return false;
+        }
+        self.release(conn);
+        conn.slot.store(slot, Ordering::Relaxed);
+        true
+    }
+
+    /// Gives back whatever slot `conn` holds.
+    fn release(&self, conn: &Conn) {
+        let held = conn.slot.swap(NO_SLOT, Ordering::Relaxed);
+        if held != NO_SLOT {
+            self.pool(held).0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
+
+/// One open connection from an address; uncounted on drop.
+struct AddressSlot(Arc<App>, IpAddr);
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.0.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.1);
+            }
+        }
+    }
+}
+
+/// [`Conn::slot`] values: no request yet, a non-stream request, a stream.
+const NO_SLOT: u8 = 0;
+const OTHER: u8 = 1;
+const STREAM: u8 = 2;
 
 /// Per-connection liveness, watched so a listener that stops reading is
 /// dropped even though its body stream is no longer polled.
@@ -82,6 +166,8 @@ impl App {
 struct Conn {
     streaming: AtomicBool,
     progress_ms: AtomicU64,
+    /// The pool this connection's latest request counts against.
+    slot: AtomicU8,
 }
 
 /// Accepts connections on `listener` until the task is aborted.
@@ -96,23 +182,34 @@ pub async fn serve(listener: TcpListener, app: Arc<App>) {
                 continue;
             }
         };
+        let Some(address) = app.open_from(peer.ip().to_canonical()) else {
+            // This address has enough open already; others are unaffected.
+            app.status.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%peer, "refused: {} connections from this address", app.max_per_address);
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let _ = socket2::SockRef::from(&stream).set_send_buffer_size(app.send_buffer);
         let app = app.clone();
         tokio::spawn(async move {
-            let count = app.connections.fetch_add(1, Ordering::Relaxed) + 1;
-            connection(stream, peer, app.clone(), count).await;
-            app.connections.fetch_sub(1, Ordering::Relaxed);
+            let conn = Arc::new(Conn::default());
+            connection(stream, peer, app.clone(), conn.clone()).await;
+            app.release(&conn);
+            drop(address);
         });
     }
 }
 
-async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<App>, count: usize) {
-    if count > app.max_connections {
-        refuse(stream).await;
-        return;
-    }
-    let conn = Arc::new(Conn::default());
+/// Serves one connection. It takes a stream or other slot only once a
+/// request has arrived (see [`App::claim`]); until then only the 10 s
+/// header timeout and the per-address limit bound it.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    conn: Arc<Conn>,
+) {
     let svc = {
         let (app, conn) = (app.clone(), conn.clone());
         service_fn(move |req| {
@@ -120,6 +217,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<Ap
             async move { Ok::<_, Infallible>(handle(&app, &conn, peer, req)) }
         })
     };
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let served = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(10))
@@ -127,7 +225,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, app: Arc<Ap
         .serve_connection(TokioIo::new(stream), svc);
     tokio::select! {
         r = served => if let Err(e) = r { tracing::debug!(%peer, "connection: {e}") },
-        _ = stalled(&app, &conn) => {
+        _ = stalled(&app, &conn, fd) => {
             app.status.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(%peer, "dropping listener: not reading for {:?}", app.stall_limit);
         }
@@ -148,17 +246,71 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
-/// Completes when the connection streams audio but has made no progress
-/// for longer than the stall limit.
-async fn stalled(app: &App, conn: &Conn) {
+/// How often a streaming connection's progress is checked.
+const STALL_POLL: Duration = Duration::from_millis(200);
+
+/// Completes when the connection streams audio but the client has taken
+/// nothing for longer than the stall limit.
+///
+/// Progress is what the client acknowledges at the TCP level, not what
+/// hyper takes from the body: the kernel send buffer (128 KiB with the
+/// default 64 KiB setting: over 6 s of Opus) and hyper's write queue would
+/// otherwise hide a stalled client for seconds on top of the limit. A
+/// client counts as making progress while its acknowledged byte count
+/// grows or nothing is waiting for it in the kernel. `fd` stays open as
+/// long as this future is polled alongside the connection.
+async fn stalled(app: &App, conn: &Conn, fd: std::os::fd::RawFd) {
+    let mut acked = None;
+    let mut since = app.now_ms();
     loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle = app
-            .now_ms()
-            .saturating_sub(conn.progress_ms.load(Ordering::Relaxed));
-        if conn.streaming.load(Ordering::Relaxed) && idle > app.stall_limit.as_millis() as u64 {
+        tokio::time::sleep(STALL_POLL).await;
+        let now = app.now_ms();
+        if !conn.streaming.load(Ordering::Relaxed) {
+            since = now;
+            continue;
+        }
+        match tcp_progress(fd) {
+            Some((bytes, queued)) => {
+                if acked != Some(bytes) || queued == 0 {
+                    acked = Some(bytes);
+                    since = now;
+                }
+            }
+            // No TCP_INFO: fall back to when the body last handed a page to hyper.
+            None => since = conn.progress_ms.load(Ordering::Relaxed),
+        }
+        if now.saturating_sub(since) > app.stall_limit.as_millis() as u64 {
             return;
         }
+    }
+}
+
+/// Bytes of this connection the client has acknowledged, and bytes still
+/// in the kernel send queue (unsent or unacknowledged), from `TCP_INFO`
+/// and `SIOCOUTQ`.
+fn tcp_progress(fd: std::os::fd::RawFd) -> Option<(u64, u32)> {
+    // SAFETY: `fd` is an open TCP socket (see `stalled`); both calls only
+    // write into the buffers passed, whose sizes are given.
+    unsafe {
+        let mut info: libc::tcp_info = std::mem::zeroed();
+        let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+        let r = libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        );
+        // tcpi_bytes_acked needs Linux 4.1; older kernels return less.
+        let needed = std::mem::offset_of!(libc::tcp_info, tcpi_bytes_acked) + 8;
+        if r != 0 || (len as usize) < needed {
+            return None;
+        }
+        let mut queued: libc::c_int = 0;
+        if libc::ioctl(fd, libc::TIOCOUTQ, &mut queued) != 0 {
+            return None;
+        }
+        Some((info.tcpi_bytes_acked, queued.max(0) as u32))
     }
 }
 
@@ -179,6 +331,18 @@ fn handle(
     req: Request<hyper::body::Incoming>,
 ) -> Response<Body> {
     let head = req.method() == Method::HEAD;
+    let slot = match req.uri().path().starts_with("/stream.") && req.method() == Method::GET {
+        true => STREAM,
+        false => OTHER,
+    };
+    if !app.claim(conn, slot) {
+        app.status.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%peer, path = req.uri().path(), "refused: all slots taken");
+        let mut r = full(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "busy\n");
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
     let mut resp = match (req.method(), req.uri().path()) {
         (&Method::GET | &Method::HEAD, "/") => {
             full(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)

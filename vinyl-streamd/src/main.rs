@@ -5,7 +5,16 @@ use vinyl_streamd::cli::Cli;
 use vinyl_streamd::config::Config;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        if !e.use_stderr() {
+            e.exit(); // --help, --version
+        }
+        // One line, like configuration errors: clap's first line, no usage.
+        let text = e.to_string();
+        let first = text.lines().next().unwrap_or("bad arguments");
+        eprintln!("vinyl-streamd: {}", first.trim_start_matches("error: "));
+        std::process::exit(2);
+    });
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()

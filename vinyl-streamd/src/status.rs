@@ -36,6 +36,8 @@ pub struct Status {
     pub listeners: AtomicUsize,
     /// Listeners dropped for falling behind.
     pub dropped: AtomicU64,
+    /// HTTP connections or requests answered 503 (a limit was reached).
+    pub refused: AtomicU64,
     /// Listeners served since start.
     pub listeners_total: AtomicU64,
     /// Ogg pages produced.
@@ -89,6 +91,7 @@ impl Default for Status {
             }),
             listeners: AtomicUsize::new(0),
             dropped: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             listeners_total: AtomicU64::new(0),
             pages: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
@@ -189,6 +192,12 @@ impl Status {
             "counter",
             "Listeners dropped for falling behind.",
             c(&self.dropped).to_string(),
+        );
+        metric(
+            "http_refused_total",
+            "counter",
+            "Connections or requests answered 503 because a limit was reached.",
+            c(&self.refused).to_string(),
         );
         metric(
             "pages_total",

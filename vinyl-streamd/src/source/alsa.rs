@@ -76,7 +76,29 @@ pub fn resolve_device(device: &str) -> anyhow::Result<String> {
 
 impl AlsaSource {
     /// Opens and configures the configured device.
+    ///
+    /// alsa-lib's own error messages (which it would print to stderr on
+    /// every retry) are captured on this thread and added to the error, so
+    /// they reach the log once, through the capture loop's deduplicated
+    /// warning.
     pub fn open(c: &SourceConfig, xruns: Arc<AtomicU64>) -> anyhow::Result<Self> {
+        // A fresh buffer per attempt; the handler stays installed on this thread.
+        let alsa_lib = alsa::Output::local_error_handler().ok();
+        Self::open_device(c, xruns).map_err(|e| {
+            let said = alsa_lib.map(|o| o.borrow().to_string()).unwrap_or_default();
+            let said: Vec<&str> = said
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            match said.is_empty() {
+                true => e,
+                false => anyhow!("{e:#} (alsa-lib: {})", said.join("; ")),
+            }
+        })
+    }
+
+    fn open_device(c: &SourceConfig, xruns: Arc<AtomicU64>) -> anyhow::Result<Self> {
         let device = resolve_device(&c.device)?;
         let pcm = PCM::new(&device, Direction::Capture, false)
             .with_context(|| format!("open {device}"))?;

@@ -59,3 +59,33 @@ fn alsa_prefers_24_bit_and_honours_the_rate() {
     assert!(wait_until(Duration::from_secs(5), || d.status()["state"] == "playing"));
     assert_eq!(d.status()["format"], "S24_3LE 44100 Hz 2ch");
 }
+
+#[test]
+fn missing_fixed_device_is_reported_once_not_per_retry() {
+    // No card 99: alsa-lib complains on every attempt (ten a second here).
+    let home = tempfile::tempdir().unwrap();
+    let d = Daemon::start_env(
+        &["--source", "alsa", "--device", "hw:99", "--retry-ms", "100"],
+        &[("HOME", home.path().to_str().unwrap())],
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(d.status()["state"], "no-device");
+    let log = d.log();
+    let about: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains("ALSA") || l.contains("hw:99") || l.contains("card"))
+        .collect();
+    println!("stderr lines about the device in 3 s of retries: {about:#?}");
+    assert!(
+        !log.iter().any(|l| l.starts_with("ALSA lib")),
+        "alsa-lib printed to stderr: {log:#?}"
+    );
+    assert!(about.len() <= 2, "{about:#?}");
+    // What alsa-lib said is still there, once, in the daemon's own warning.
+    assert!(
+        about
+            .iter()
+            .any(|l| l.contains("source unavailable") && l.contains("alsa-lib:")),
+        "{about:#?}"
+    );
+}

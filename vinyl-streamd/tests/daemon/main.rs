@@ -5,5 +5,6 @@ mod alsa;
 mod browser;
 mod common;
 mod icecast;
+mod limits;
 mod players;
 mod stream;
