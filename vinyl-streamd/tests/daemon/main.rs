@@ -4,5 +4,6 @@
 mod alsa;
 mod browser;
 mod common;
+mod events;
 mod icecast;
 mod stream;
