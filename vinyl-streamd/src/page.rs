@@ -31,21 +31,22 @@ pub fn events(app: &Arc<App>, head: bool) -> Response<Body> {
     } else {
         let app = app.clone();
         let mut cursor = app.status.meter.cursor();
-        let mut tick = 0u32;
+        let (mut first, mut until_status) = (true, 0);
         let mut interval = tokio::time::interval(LEVELS_EVERY);
         // A client that reads late gets the next event, not a burst.
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
         let events = IntervalStream::new(interval).map(move |_| {
             let mut out = String::new();
-            if tick == 0 {
+            if std::mem::take(&mut first) {
                 // EventSource reconnects after 1 s when the daemon restarts.
                 out.push_str("retry: 1000\n\n");
             }
-            if tick % STATUS_EVERY == 0 {
+            if until_status == 0 {
                 let json = serde_json::to_string(&snapshot(&app)).expect("status serialises");
                 out.push_str(&format!("event: status\ndata: {json}\n\n"));
+                until_status = STATUS_EVERY;
             }
-            tick = tick.wrapping_add(1);
+            until_status -= 1;
             let (reading, next) = app.status.meter.since(cursor);
             cursor = next;
             out.push_str(&format!(

@@ -337,7 +337,10 @@ fn chromium_page_at_desktop_and_phone_sizes() {
         );
         let src = page.eval("document.getElementById('audio').src");
         assert!(src.as_str().unwrap().contains("/stream.opus?"), "{src}");
-        assert!(d.status()["listeners"].as_u64().unwrap() >= 1);
+        let status = d.status();
+        assert!(status["listeners"].as_u64().unwrap() >= 1);
+        assert_eq!(status["streams"][1]["path"], "/stream.flac");
+        assert_eq!(status["streams"][1]["urls"][0], d.url("/stream.flac"));
 
         let metrics = page.call("Page.getLayoutMetrics", json!({}));
         let content = &metrics["cssContentSize"];

@@ -94,7 +94,16 @@ fn events_bring_levels_25_times_a_second_with_every_peak() {
 
     // A status event first (the same JSON as /status), then one a second.
     assert_eq!(events[0].name, "status");
-    assert_eq!(events[0].data["streams"][0]["path"], "/stream.opus");
+    let opus = &events[0].data["streams"][0];
+    assert_eq!(opus["path"], "/stream.opus");
+    assert_eq!(opus["content_type"], "audio/ogg");
+    assert_eq!(opus["urls"][0], d.url("/stream.opus"));
+    assert_eq!(opus["urls"], events[0].data["addresses"]);
+    assert_eq!(
+        events[0].data["streams"].as_array().unwrap().len(),
+        1,
+        "FLAC is off"
+    );
     let statuses = events.iter().filter(|e| e.name == "status").count();
     assert!(
         (4..=7).contains(&statuses),
