@@ -22,7 +22,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
-pub(crate) type Body = UnsyncBoxBody<Bytes, Infallible>;
+type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 const INDEX_HTML: &str = include_str!("index.html");
 
@@ -203,8 +203,8 @@ fn handle(
             let json = serde_json::to_vec_pretty(&snapshot(app)).expect("status serialises");
             full(StatusCode::OK, "application/json", json)
         }
-        (&Method::GET | &Method::HEAD, "/events") => crate::page::events(app, head),
-        (&Method::GET | &Method::HEAD, "/qr.svg") => crate::page::qr_svg(app, &req),
+        (&Method::GET | &Method::HEAD, "/events") => events(app, head),
+        (&Method::GET | &Method::HEAD, "/qr.svg") => qr_svg(app, &req),
         (&Method::GET | &Method::HEAD, "/metrics") => full(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -311,6 +311,39 @@ fn stream(
         }
     }
     r
+}
+
+/// `GET /events`, the page's live feed (levels and status; see
+/// [`crate::page::events`]). It is no stream listener: it takes no listener
+/// slot, only a connection, and ends with the daemon.
+fn events(app: &Arc<App>, head: bool) -> Response<Body> {
+    let body = if head {
+        Full::new(Bytes::new()).boxed_unsync()
+    } else {
+        let status_app = app.clone();
+        crate::page::events(&app.status, move || {
+            serde_json::to_string(&snapshot(&status_app)).expect("status serialises")
+        })
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+/// `GET /qr.svg?path=...`: a QR code of a stream's (or the page's) URL.
+fn qr_svg(app: &App, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let streams: Vec<&str> = streams(app).into_iter().map(|(path, _)| path).collect();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match crate::page::qr_svg(req.uri().query(), host, &streams) {
+        Ok(svg) => full(StatusCode::OK, "image/svg+xml", svg),
+        Err(why) => full(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n")),
+    }
 }
 
 /// The streams this daemon serves: path and content type.

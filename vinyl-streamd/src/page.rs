@@ -1,13 +1,11 @@
 //! The web page's own feeds: server-sent events with live levels and
-//! status, and QR codes of the stream URLs for phones.
+//! status, and QR codes of the stream URLs for phones. `http` serves them.
 
-use crate::http::{App, Body, full, snapshot, streams};
 use crate::level::Reading;
+use crate::status::Status;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, StreamBody};
+use http_body_util::{BodyExt, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Frame;
-use hyper::header::{self, HeaderValue};
-use hyper::{Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,49 +18,40 @@ pub const LEVELS_EVERY: Duration = Duration::from_millis(40);
 /// A `status` event goes with every this many `levels` events (once a second).
 const STATUS_EVERY: u32 = 25;
 
-/// `GET /events`: `text/event-stream` with a `levels` event every
-/// [`LEVELS_EVERY`] (per-channel peak and RMS over every frame since the
-/// previous event, so no clip is missed) and a `status` event (as `/status`)
-/// at once and then every second. It is no stream listener: it takes no
-/// listener slot and ends with the daemon.
-pub fn events(app: &Arc<App>, head: bool) -> Response<Body> {
-    let body = if head {
-        Empty::new().boxed_unsync()
-    } else {
-        let app = app.clone();
-        let mut cursor = app.status.meter.cursor();
-        let (mut first, mut until_status) = (true, 0);
-        let mut interval = tokio::time::interval(LEVELS_EVERY);
-        // A client that reads late gets the next event, not a burst.
-        interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
-        let events = IntervalStream::new(interval).map(move |_| {
-            let mut out = String::new();
-            if std::mem::take(&mut first) {
-                // EventSource reconnects after 1 s when the daemon restarts.
-                out.push_str("retry: 1000\n\n");
-            }
-            if until_status == 0 {
-                let json = serde_json::to_string(&snapshot(&app)).expect("status serialises");
-                out.push_str(&format!("event: status\ndata: {json}\n\n"));
-                until_status = STATUS_EVERY;
-            }
-            until_status -= 1;
-            let (reading, next) = app.status.meter.since(cursor);
-            cursor = next;
-            out.push_str(&format!(
-                "event: levels\ndata: {}\n\n",
-                levels_json(&reading)
-            ));
-            Ok::<_, Infallible>(Frame::data(Bytes::from(out)))
-        });
-        StreamBody::new(events).boxed_unsync()
-    };
-    let mut r = Response::new(body);
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    r
+/// The body of `GET /events` (`text/event-stream`): a `levels` event every
+/// [`LEVELS_EVERY`] with per-channel peak and RMS over every frame since
+/// the previous event (so no clip is missed), and a `status` event
+/// (`status_json()`) at once and then every second. Never ends by itself.
+pub fn events(
+    status: &Arc<Status>,
+    mut status_json: impl FnMut() -> String + Send + 'static,
+) -> UnsyncBoxBody<Bytes, Infallible> {
+    let status = status.clone();
+    let mut cursor = status.meter.cursor();
+    let (mut first, mut until_status) = (true, 0);
+    let mut interval = tokio::time::interval(LEVELS_EVERY);
+    // A client that reads late gets the next event, not a burst.
+    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let events = IntervalStream::new(interval).map(move |_| {
+        let mut out = String::new();
+        if std::mem::take(&mut first) {
+            // EventSource reconnects after 1 s when the daemon restarts.
+            out.push_str("retry: 1000\n\n");
+        }
+        if until_status == 0 {
+            out.push_str(&format!("event: status\ndata: {}\n\n", status_json()));
+            until_status = STATUS_EVERY;
+        }
+        until_status -= 1;
+        let (reading, next) = status.meter.since(cursor);
+        cursor = next;
+        out.push_str(&format!(
+            "event: levels\ndata: {}\n\n",
+            levels_json(&reading)
+        ));
+        Ok::<_, Infallible>(Frame::data(Bytes::from(out)))
+    });
+    StreamBody::new(events).boxed_unsync()
 }
 
 /// `{"peak_dbfs":[l,r],"rms_dbfs":[l,r],"frames":n}`, levels to 0.01 dB;
@@ -78,46 +67,36 @@ fn levels_json(r: &Reading) -> String {
     .to_string()
 }
 
-/// `GET /qr.svg?path=/stream.opus`: a QR code (SVG) of the absolute URL of
-/// a stream (or of the page, `path=/`) as the client reached this host.
-/// 400 for any other path and for a missing or malformed `Host`.
-pub fn qr_svg<B>(app: &App, req: &Request<B>) -> Response<Body> {
-    let path = req
-        .uri()
-        .query()
+/// The QR code (SVG) for `GET /qr.svg?path=/stream.opus`: the absolute
+/// URL of a stream (one of `streams`) or of the page (`path=/`), as the
+/// client reached this host (its `Host` header). Err: why that is a 400.
+pub fn qr_svg(
+    query: Option<&str>,
+    host: Option<&str>,
+    streams: &[&str],
+) -> Result<String, &'static str> {
+    let path = query
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("path="))
         .unwrap_or("")
         .replace("%2F", "/")
         .replace("%2f", "/");
-    if path != "/" && !streams(app).iter().any(|(p, _)| *p == path) {
-        return full(StatusCode::BAD_REQUEST, "text/plain", "unknown path\n");
+    if path != "/" && !streams.contains(&path.as_str()) {
+        return Err("unknown path");
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let Some(host) = host.filter(|h| valid_host(h)) else {
-        return full(
-            StatusCode::BAD_REQUEST,
-            "text/plain",
-            "missing or malformed Host header\n",
-        );
-    };
+    let host = host
+        .filter(|h| valid_host(h))
+        .ok_or("missing or malformed Host header")?;
     let url = format!("http://{host}{path}");
-    match qrcode::QrCode::with_error_correction_level(&url, qrcode::EcLevel::M) {
-        Ok(code) => {
-            let svg = code
-                .render::<qrcode::render::svg::Color<'_>>()
-                .min_dimensions(200, 200)
-                .dark_color(qrcode::render::svg::Color("#000"))
-                .light_color(qrcode::render::svg::Color("#fff"))
-                .build();
-            full(StatusCode::OK, "image/svg+xml", svg)
-        }
-        Err(_) => full(StatusCode::BAD_REQUEST, "text/plain", "URL too long\n"),
-    }
+    let code = qrcode::QrCode::with_error_correction_level(&url, qrcode::EcLevel::M)
+        .map_err(|_| "URL too long")?;
+    Ok(code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(200, 200)
+        .dark_color(qrcode::render::svg::Color("#000"))
+        .light_color(qrcode::render::svg::Color("#fff"))
+        .build())
 }
 
 /// A `Host` header fit to put in a URL: a name, IPv4 or bracketed IPv6
@@ -163,6 +142,21 @@ mod tests {
         ] {
             assert!(!valid_host(bad), "{bad}");
         }
+    }
+
+    #[test]
+    fn qr_only_for_the_page_and_known_streams() {
+        let streams = ["/stream.opus", "/stream.flac"];
+        let qr = |q: &str, host| qr_svg(Some(q), host, &streams);
+        assert!(qr("path=/stream.flac", Some("vinyl:8000")).is_ok_and(|s| s.contains("<svg")));
+        assert!(qr("x=1&path=%2F", Some("vinyl")).is_ok());
+        assert_ne!(qr("path=/", Some("a")), qr("path=/", Some("b")));
+        assert_eq!(qr("path=/stream.mp3", Some("vinyl")), Err("unknown path"));
+        assert_eq!(qr("path=/status", Some("vinyl")), Err("unknown path"));
+        assert_eq!(qr_svg(None, Some("vinyl"), &streams), Err("unknown path"));
+        let bad_host = Err("missing or malformed Host header");
+        assert_eq!(qr("path=/stream.opus", None), bad_host);
+        assert_eq!(qr("path=/stream.opus", Some("a@b")), bad_host);
     }
 
     #[test]
