@@ -89,6 +89,7 @@ impl EncodeLoop {
             run_hook(cmd);
         }
         self.status.set_levels(levels, self.silence.is_silent());
+        self.status.meter.push(pcm);
         if let Some(flac) = &self.flac {
             // Never wait for the lossless encoder; a full queue loses a frame there only.
             let _ = flac.try_send(pcm.to_vec());

@@ -1,8 +1,9 @@
 //! The HTTP server: the stream, a web page, status JSON and metrics.
+//! The page's own feeds (events, QR codes) are in [`crate::page`].
 
 use crate::config::HttpConfig;
 use crate::hub::Hub;
-use crate::status::Status;
+use crate::status::{Snapshot, Status, StreamInfo};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody, combinators::UnsyncBoxBody};
 use hyper::body::Frame;
@@ -314,7 +315,11 @@ fn tcp_progress(fd: std::os::fd::RawFd) -> Option<(u64, u32)> {
     }
 }
 
-fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn full(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()).boxed_unsync());
     *r.status_mut() = status;
     r.headers_mut().insert(
@@ -359,12 +364,11 @@ fn handle(
             head,
         ),
         (&Method::GET | &Method::HEAD, "/status") => {
-            let mut snap = app.status.snapshot();
-            snap.name = app.name.clone();
-            snap.addresses = stream_urls(&app.listen);
-            let json = serde_json::to_vec_pretty(&snap).expect("status serialises");
+            let json = serde_json::to_vec_pretty(&snapshot(app)).expect("status serialises");
             full(StatusCode::OK, "application/json", json)
         }
+        (&Method::GET | &Method::HEAD, "/events") => events(app, head),
+        (&Method::GET | &Method::HEAD, "/qr.svg") => qr_svg(app, &req),
         (&Method::GET | &Method::HEAD, "/metrics") => full(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -482,9 +486,70 @@ fn stream(
     r
 }
 
-/// Stream URLs on this host: the listen addresses, with wildcard addresses
-/// expanded to the interfaces' (link-local ones left out: they need a zone).
-pub fn stream_urls(listen: &[SocketAddr]) -> Vec<String> {
+/// `GET /events`, the page's live feed (levels and status; see
+/// [`crate::page::events`]). It is no stream listener: it takes no listener
+/// slot, only a connection, and ends with the daemon.
+fn events(app: &Arc<App>, head: bool) -> Response<Body> {
+    let body = if head {
+        Full::new(Bytes::new()).boxed_unsync()
+    } else {
+        let status_app = app.clone();
+        crate::page::events(&app.status, move || {
+            serde_json::to_string(&snapshot(&status_app)).expect("status serialises")
+        })
+    };
+    let mut r = Response::new(body);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    r
+}
+
+/// `GET /qr.svg?path=...`: a QR code of a stream's (or the page's) URL.
+fn qr_svg(app: &App, req: &Request<hyper::body::Incoming>) -> Response<Body> {
+    let streams: Vec<&str> = streams(app).into_iter().map(|(path, _)| path).collect();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok());
+    match crate::page::qr_svg(req.uri().query(), host, &streams) {
+        Ok(svg) => full(StatusCode::OK, "image/svg+xml", svg),
+        Err(why) => full(StatusCode::BAD_REQUEST, "text/plain", format!("{why}\n")),
+    }
+}
+
+/// The streams this daemon serves: path and content type.
+pub fn streams(app: &App) -> Vec<(&'static str, &'static str)> {
+    let mut list = vec![("/stream.opus", "audio/ogg")];
+    if app.flac.is_some() {
+        list.push(("/stream.flac", "audio/flac"));
+    }
+    // MP3 plugs in here: `if app.mp3.is_some() { list.push(("/stream.mp3", "audio/mpeg")) }`.
+    list
+}
+
+/// What `/status` and the page's status events report.
+pub fn snapshot(app: &App) -> Snapshot {
+    let mut snap = app.status.snapshot();
+    snap.name = app.name.clone();
+    snap.description = app.description.clone();
+    snap.addresses = stream_urls(&app.listen, "/stream.opus");
+    snap.streams = streams(app)
+        .into_iter()
+        .map(|(path, content_type)| StreamInfo {
+            path,
+            content_type,
+            urls: stream_urls(&app.listen, path),
+        })
+        .collect();
+    snap
+}
+
+/// URLs of `path` on this host: the listen addresses, with wildcard
+/// addresses expanded to the interfaces' (link-local ones left out: they
+/// need a zone).
+pub fn stream_urls(listen: &[SocketAddr], path: &str) -> Vec<String> {
     let interfaces: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
         .map(|v| v.into_iter().map(|i| i.ip()).collect())
         .unwrap_or_default();
@@ -501,7 +566,7 @@ pub fn stream_urls(listen: &[SocketAddr]) -> Vec<String> {
             vec![addr.ip()]
         };
         for ip in ips {
-            let url = format!("http://{}/stream.opus", SocketAddr::new(ip, addr.port()));
+            let url = format!("http://{}{path}", SocketAddr::new(ip, addr.port()));
             if !urls.contains(&url) {
                 urls.push(url);
             }

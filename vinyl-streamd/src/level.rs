@@ -1,5 +1,6 @@
 //! Level metering and needle-drop (silence) detection on 48 kHz stereo frames.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Lowest level ever reported, in dBFS: digital silence.
@@ -42,6 +43,89 @@ pub fn to_db(x: f32) -> f32 {
         FLOOR_DB
     } else {
         (20.0 * x.log10()).max(FLOOR_DB)
+    }
+}
+
+/// Frames a [`Meter`] remembers: 1.28 s of 20 ms frames, far more than any
+/// reader lets pass between two looks.
+const METER_FRAMES: usize = 64;
+
+/// Sums of one frame, per channel (left, right).
+#[derive(Debug, Clone, Copy, Default)]
+struct FrameSums {
+    peak: [f32; 2],
+    sum_sq: [f64; 2],
+    samples: u32,
+}
+
+/// Per-channel levels over the frames a reader has not seen yet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// Largest absolute sample of each channel over those frames, dBFS.
+    pub peak_db: [f32; 2],
+    /// RMS of each channel over those frames, dBFS.
+    pub rms_db: [f32; 2],
+    /// How many frames the reading covers (0: nothing new).
+    pub frames: u64,
+}
+
+/// Per-channel meter for any number of readers polling at their own pace:
+/// each reading covers every frame since that reader's previous one, so a
+/// peak (a clip) in a frame between two looks is never missed.
+#[derive(Debug, Default)]
+pub struct Meter {
+    ring: Mutex<(u64, Vec<FrameSums>)>,
+}
+
+impl Meter {
+    /// Records one frame of interleaved stereo.
+    pub fn push(&self, stereo: &[f32]) {
+        let mut f = FrameSums::default();
+        for pair in stereo.chunks_exact(2) {
+            for (ch, &s) in pair.iter().enumerate() {
+                f.peak[ch] = f.peak[ch].max(s.abs());
+                f.sum_sq[ch] += f64::from(s) * f64::from(s);
+            }
+            f.samples += 1;
+        }
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, frames) = &mut *ring;
+        if frames.len() < METER_FRAMES {
+            frames.push(f);
+        } else {
+            frames[(*next % METER_FRAMES as u64) as usize] = f;
+        }
+        *next += 1;
+    }
+
+    /// The position after the latest frame: a new reader starts here.
+    pub fn cursor(&self) -> u64 {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner()).0
+    }
+
+    /// Levels over the frames after `cursor` (at most the last
+    /// [`METER_FRAMES`]), and the cursor to pass next time.
+    pub fn since(&self, cursor: u64) -> (Reading, u64) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, frames) = (&ring.0, &ring.1);
+        let from = cursor.max(next.saturating_sub(frames.len() as u64));
+        let mut total = FrameSums::default();
+        let mut samples = 0u64;
+        for i in from..*next {
+            let f = &frames[(i % METER_FRAMES as u64) as usize];
+            for ch in 0..2 {
+                total.peak[ch] = total.peak[ch].max(f.peak[ch]);
+                total.sum_sq[ch] += f.sum_sq[ch];
+            }
+            samples += u64::from(f.samples);
+        }
+        let rms = |ch: usize| (total.sum_sq[ch] / samples.max(1) as f64).sqrt() as f32;
+        let reading = Reading {
+            peak_db: [to_db(total.peak[0]), to_db(total.peak[1])],
+            rms_db: [to_db(rms(0)), to_db(rms(1))],
+            frames: next.saturating_sub(from),
+        };
+        (reading, *next)
     }
 }
 
@@ -117,5 +201,36 @@ mod tests {
         assert_eq!(d.update(-70.0, frame), None);
         assert_eq!(d.update(-20.0, frame), None);
         assert!(!d.is_silent());
+    }
+
+    #[test]
+    fn meter_readers_see_every_peak_since_their_last_look() {
+        let m = Meter::default();
+        let frame = |l: f32, r: f32| [l, r].repeat(960);
+        let start = m.cursor();
+        m.push(&frame(0.5, 0.25));
+        m.push(&frame(1.0, -0.125)); // a clip between two looks of a slow reader
+        m.push(&frame(0.5, 0.25));
+        let (fast, c1) = m.since(start + 2);
+        assert_eq!(fast.frames, 1);
+        assert!((fast.peak_db[0] + 6.02).abs() < 0.01, "{fast:?}");
+        let (slow, c3) = m.since(start);
+        assert_eq!((slow.frames, c1, c3), (3, start + 3, start + 3));
+        assert!(slow.peak_db[0].abs() < 0.01, "{slow:?}");
+        assert!((slow.peak_db[1] + 12.04).abs() < 0.01, "{slow:?}");
+        // RMS over all three frames: sqrt((0.25 + 1 + 0.25) / 3).
+        assert!(
+            (slow.rms_db[0] - to_db(0.5f32.sqrt())).abs() < 0.01,
+            "{slow:?}"
+        );
+        // Nothing new: no frames, floor levels.
+        let (none, _) = m.since(c3);
+        assert_eq!((none.frames, none.peak_db), (0, [FLOOR_DB; 2]));
+        // A reader that fell far behind gets the frames still remembered.
+        for _ in 0..200 {
+            m.push(&frame(0.1, 0.1));
+        }
+        let (late, c) = m.since(c3);
+        assert_eq!((late.frames, c), (METER_FRAMES as u64, c3 + 200));
     }
 }

@@ -16,6 +16,7 @@ pub mod level;
 pub mod ogg;
 pub mod oggopus;
 pub mod opus;
+pub mod page;
 pub mod pcm;
 pub mod resample;
 pub mod source;

@@ -1,6 +1,6 @@
 //! Shared daemon state: what `/status`, `/metrics` and the web page report.
 
-use crate::level::{FLOOR_DB, Levels};
+use crate::level::{FLOOR_DB, Levels, Meter};
 use crate::pcm::PcmFormat;
 use serde::Serialize;
 use std::sync::Mutex;
@@ -52,6 +52,8 @@ pub struct Status {
     pub source_losses: AtomicU64,
     /// Milliseconds since start when the encoder last produced a frame.
     pub last_frame_ms: AtomicU64,
+    /// Per-channel levels of every frame, for the page's live meters.
+    pub meter: Meter,
 }
 
 /// A snapshot, as served by `/status`.
@@ -59,6 +61,8 @@ pub struct Status {
 pub struct Snapshot {
     /// Station name.
     pub name: String,
+    /// Station description.
+    pub description: String,
     /// Device or file name, or null.
     pub device: Option<String>,
     /// Sample format, e.g. "S24_3LE 48000 Hz 2ch", or null.
@@ -73,10 +77,23 @@ pub struct Snapshot {
     pub rms_dbfs: f32,
     /// Seconds since start.
     pub uptime_s: u64,
-    /// URLs of the stream on this host's addresses.
+    /// URLs of the Opus stream on this host's addresses.
     pub addresses: Vec<String>,
+    /// Every stream served, with its URLs on this host's addresses.
+    pub streams: Vec<StreamInfo>,
     /// Whether the Icecast push is connected (false when disabled).
     pub icecast_connected: bool,
+}
+
+/// One stream the daemon serves, as listed by `/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StreamInfo {
+    /// e.g. "/stream.opus".
+    pub path: &'static str,
+    /// e.g. "audio/ogg".
+    pub content_type: &'static str,
+    /// The stream on each of this host's addresses.
+    pub urls: Vec<String>,
 }
 
 impl Default for Status {
@@ -99,6 +116,7 @@ impl Default for Status {
             xruns: Default::default(),
             source_losses: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
+            meter: Meter::default(),
         }
     }
 }
@@ -143,7 +161,8 @@ impl Status {
             .saturating_sub(self.last_frame_ms.load(Ordering::Relaxed))
     }
 
-    /// A consistent snapshot for reporting; `name` and `addresses` are filled in by the caller.
+    /// A consistent snapshot for reporting; `name`, `description`, `addresses`
+    /// and `streams` are filled in by the caller.
     pub fn snapshot(&self) -> Snapshot {
         let i = self.inner();
         let state = match (&i.source, i.silent) {
@@ -153,6 +172,7 @@ impl Status {
         };
         Snapshot {
             name: String::new(),
+            description: String::new(),
             device: i.source.as_ref().map(|(n, _)| n.clone()),
             format: i.source.as_ref().map(|(_, f)| f.to_string()),
             state,
@@ -161,6 +181,7 @@ impl Status {
             rms_dbfs: i.levels.rms_db,
             uptime_s: self.uptime_s(),
             addresses: Vec::new(),
+            streams: Vec::new(),
             icecast_connected: i.icecast_connected,
         }
     }

@@ -4,6 +4,7 @@
 mod alsa;
 mod browser;
 mod common;
+mod events;
 mod icecast;
 mod limits;
 mod players;

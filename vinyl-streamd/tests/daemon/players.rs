@@ -46,6 +46,7 @@ impl Player {
             "mpv" => {
                 let mut c = Command::new("mpv");
                 c.args(["--no-config", "--no-video", "--really-quiet", "--ao=pcm"])
+                    .arg("--audio-format=s16")
                     .arg(format!("--ao-pcm-file={out}"))
                     .arg(format!("--length={PLAY_S}"))
                     .arg(&self.url);
@@ -98,7 +99,8 @@ impl Player {
             if first_audio.is_none() && size > header + rate / 10 {
                 first_audio = Some(started.elapsed());
             }
-            if size > header + rate * PLAY_S {
+            // Only a raw output (GStreamer's) runs on by itself.
+            if !self.output_format.is_empty() && size > header + rate * PLAY_S {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));

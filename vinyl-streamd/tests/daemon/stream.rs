@@ -438,6 +438,8 @@ fn wav_file_24bit_44k1_is_streamed_in_a_loop() {
     }
     w.finalize().unwrap();
     let d = Daemon::start(&["--source", "file", "--path", path.to_str().unwrap()]);
+    // The source opens on its own thread, just after the server starts.
+    wait_until(Duration::from_secs(2), || !d.status()["format"].is_null());
     assert_eq!(d.status()["format"], "S24_3LE 44100 Hz 2ch");
     let pcm = decode_three_seconds(&d.url("/stream.opus"));
     // Spans the loop point at 1 s of file time.
