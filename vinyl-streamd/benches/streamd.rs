@@ -250,6 +250,7 @@ fn listeners(n: usize) {
             "warn,vinyl_streamd=info",
         ])
         .args(["--max-connections", &(n + 100).to_string()])
+        .args(["--max-per-address", &(n + 100).to_string()])
         .args(
             std::env::var("VINYL_BENCH_ARGS")
                 .unwrap_or_default()

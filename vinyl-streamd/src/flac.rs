@@ -215,40 +215,15 @@ fn utf8_number(n: u64) -> Vec<u8> {
 
 /// CRC-8 of a frame header: polynomial 0x07, initial value 0.
 fn crc8(data: &[u8]) -> u8 {
-    data.iter().fold(0u8, |mut crc, &b| {
-        crc ^= b;
-        for _ in 0..8 {
-            crc = if crc & 0x80 != 0 {
-                (crc << 1) ^ 0x07
-            } else {
-                crc << 1
-            };
-        }
-        crc
-    })
+    static CRC: crc::Crc<u8> = crc::Crc::<u8>::new(&crc::CRC_8_SMBUS);
+    CRC.checksum(data)
 }
 
 /// CRC-16 of a whole frame: polynomial 0x8005, initial value 0.
 fn crc16(data: &[u8]) -> u16 {
-    static TABLE: std::sync::OnceLock<[u16; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u16; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut r = (i as u16) << 8;
-            for _ in 0..8 {
-                r = if r & 0x8000 != 0 {
-                    (r << 1) ^ 0x8005
-                } else {
-                    r << 1
-                };
-            }
-            *slot = r;
-        }
-        t
-    });
-    data.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ table[((crc >> 8) as u8 ^ b) as usize]
-    })
+    static CRC: crc::Crc<u16, crc::Table<16>> =
+        crc::Crc::<u16, crc::Table<16>>::new(&crc::CRC_16_UMTS);
+    CRC.checksum(data)
 }
 
 #[cfg(test)]
