@@ -26,6 +26,11 @@ impl Hub {
         let _ = self.tx.send(page);
     }
 
+    /// How many listeners are subscribed.
+    pub fn listeners(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
     /// Header pages to send first, and a receiver that starts at the next
     /// page boundary.
     pub fn subscribe(&self) -> (Bytes, broadcast::Receiver<Bytes>) {
@@ -51,5 +56,8 @@ mod tests {
         }
         assert!(matches!(rx.try_recv(), Err(TryRecvError::Lagged(1))));
         assert_eq!(&rx.try_recv().unwrap()[..], b"p3");
+        assert_eq!(hub.listeners(), 1);
+        drop(rx);
+        assert_eq!(hub.listeners(), 0);
     }
 }

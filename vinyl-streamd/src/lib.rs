@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod icecast;
 pub mod level;
+pub mod mp3frame;
 pub mod ogg;
 pub mod oggopus;
 pub mod opus;
