@@ -75,6 +75,9 @@ pub struct Cli {
     /// [encoder.flac] Also serve lossless FLAC at /stream.flac (true/false; ~1.5 Mbit/s per listener).
     #[arg(long)]
     pub flac: Option<bool>,
+    /// [encoder.mp3_kbps] MP3 stream at /stream.mp3: constant bitrate in kbit/s (32-320, e.g. 128, 192, 320), 0 = off.
+    #[arg(long)]
+    pub mp3_kbps: Option<u32>,
 
     /// [http.listen] Address to listen on; repeat for several (default [::]:8000).
     #[arg(long)]
@@ -152,6 +155,7 @@ impl Cli {
         put(&mut t, "encoder.complexity", &self.complexity);
         put(&mut t, "encoder.packets_per_page", &self.packets_per_page);
         put(&mut t, "encoder.flac", &self.flac);
+        put(&mut t, "encoder.mp3_kbps", &self.mp3_kbps);
         let listen: Vec<String> = self.listen.iter().map(ToString::to_string).collect();
         put(
             &mut t,

@@ -105,6 +105,9 @@ pub struct EncoderConfig {
     pub packets_per_page: usize,
     /// Also serve lossless FLAC (48 kHz, 24-bit) at `/stream.flac`.
     pub flac: bool,
+    /// Constant bitrate in kbit/s of the MP3 stream at `/stream.mp3`
+    /// (48 kHz stereo; one of [`crate::mp3::BITRATES`]); 0 turns it off.
+    pub mp3_kbps: u32,
 }
 
 impl Default for EncoderConfig {
@@ -114,6 +117,7 @@ impl Default for EncoderConfig {
             complexity: 10,
             packets_per_page: 1,
             flac: false,
+            mp3_kbps: 192,
         }
     }
 }
@@ -345,6 +349,12 @@ impl Config {
         if !(1..=50).contains(&e.packets_per_page) {
             return Err(key_error("encoder.packets_per_page", "must be 1 to 50"));
         }
+        if e.mp3_kbps != 0 && !crate::mp3::BITRATES.contains(&e.mp3_kbps) {
+            return Err(key_error(
+                "encoder.mp3_kbps",
+                "must be 0 (off) or 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 320",
+            ));
+        }
         let h = &self.http;
         if h.listen.is_empty() {
             return Err(key_error("http.listen", "needs at least one address"));
@@ -386,6 +396,12 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.http.listen[0].to_string(), "[::]:8000");
         assert_eq!(c.encoder.bitrate_kbps, 160);
+        // Sonos and older iPhones need MP3: on unless turned off.
+        assert_eq!(c.encoder.mp3_kbps, 192);
+        assert_eq!(
+            parse("[encoder]\nmp3_kbps = 0").unwrap().encoder.mp3_kbps,
+            0
+        );
     }
 
     #[test]
@@ -406,6 +422,12 @@ mod tests {
         assert!(msg.contains("threshhold_db"), "{msg}");
         let msg = parse("[source]\nformat = \"s20\"").unwrap_err().to_string();
         assert!(msg.contains("`source.format`"), "{msg}");
+        let msg = parse("[encoder]\nmp3_kbps = 56").unwrap_err().to_string();
+        assert!(
+            msg.contains("`encoder.mp3_kbps`: must be 0 (off) or 32,"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     #[test]

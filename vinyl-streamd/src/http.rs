@@ -31,6 +31,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The FLAC frame feed, if enabled.
     pub flac: Option<Arc<Hub>>,
+    /// The MP3 frame feed, if enabled.
+    pub mp3: Option<Arc<Hub>>,
     /// Daemon state.
     pub status: Arc<Status>,
     /// `icy-name`.
@@ -59,6 +61,7 @@ impl App {
         Arc::new(App {
             hub: pipeline.hub.clone(),
             flac: pipeline.flac.clone(),
+            mp3: pipeline.mp3.clone(),
             status: pipeline.status.clone(),
             name: config.name.clone(),
             description: config.description.clone(),
@@ -190,6 +193,14 @@ fn handle(
             app,
             app.flac.as_ref().unwrap(),
             "audio/flac",
+            conn,
+            peer,
+            head,
+        ),
+        (&Method::GET | &Method::HEAD, "/stream.mp3") if app.mp3.is_some() => stream(
+            app,
+            app.mp3.as_ref().unwrap(),
+            "audio/mpeg",
             conn,
             peer,
             head,

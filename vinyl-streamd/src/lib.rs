@@ -13,6 +13,7 @@ pub mod http;
 pub mod hub;
 pub mod icecast;
 pub mod level;
+pub mod mp3;
 pub mod mp3frame;
 pub mod ogg;
 pub mod oggopus;
@@ -40,6 +41,8 @@ pub struct Pipeline {
     pub input: std::sync::mpsc::SyncSender<Vec<f32>>,
     /// FLAC frame feed, when the lossless stream is on.
     pub flac: Option<Arc<Hub>>,
+    /// MP3 frame feed, when the MP3 stream is on.
+    pub mp3: Option<Arc<Hub>>,
 }
 
 /// Starts the encoder thread with `config`'s encoder and silence settings.
@@ -76,6 +79,15 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         }
         false => (None, None),
     };
+    let (mp3_hub, mp3_input) = match config.encoder.mp3_kbps {
+        0 => (None, None),
+        kbps => {
+            // One MP3 frame is 24 ms; a hub item holds at least one.
+            let queue = (config.http.client_queue_ms / 24).max(2) as usize;
+            let (hub, input) = mp3::start(kbps, queue, status.clone())?;
+            (Some(hub), Some(input))
+        }
+    };
     let encode = encode::EncodeLoop {
         encoder,
         muxer,
@@ -90,6 +102,7 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
             on_sound: config.silence.on_sound.clone(),
         },
         flac: flac_tx,
+        mp3: mp3_input,
     };
     std::thread::Builder::new()
         .name("encoder".into())
@@ -99,6 +112,7 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         status,
         input,
         flac: flac_hub,
+        mp3: mp3_hub,
     })
 }
 

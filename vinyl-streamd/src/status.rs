@@ -50,6 +50,8 @@ pub struct Status {
     pub source_losses: AtomicU64,
     /// Milliseconds since start when the encoder last produced a frame.
     pub last_frame_ms: AtomicU64,
+    /// MP3 frames produced (only while `/stream.mp3` has listeners).
+    pub mp3_frames: AtomicU64,
 }
 
 /// A snapshot, as served by `/status`.
@@ -96,6 +98,7 @@ impl Default for Status {
             xruns: Default::default(),
             source_losses: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
+            mp3_frames: AtomicU64::new(0),
         }
     }
 }
@@ -201,6 +204,12 @@ impl Status {
             "counter",
             "Encoded bytes produced.",
             c(&self.bytes).to_string(),
+        );
+        metric(
+            "mp3_frames_total",
+            "counter",
+            "MP3 frames produced (the MP3 encoder runs only while /stream.mp3 has listeners).",
+            c(&self.mp3_frames).to_string(),
         );
         metric(
             "filler_frames_total",
