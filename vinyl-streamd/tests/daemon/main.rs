@@ -1,8 +1,9 @@
 //! End-to-end tests of the real vinyl-streamd binary with real clients
-//! (ffmpeg, raw sockets, Chromium) and a real Icecast server.
+//! (ffmpeg, mpg123, raw sockets, Chromium) and a real Icecast server.
 
 mod alsa;
 mod browser;
 mod common;
 mod icecast;
+mod mp3;
 mod stream;
