@@ -96,7 +96,16 @@ pub fn build_crates(build: &CrossBuild) -> Result<Vec<(String, PathBuf)>> {
         .unwrap_or_default();
     let sysroot_s = sysroot.display().to_string();
     let env_triple = rust_triple.replace('-', "_");
-    let target_flags = format!("--target={clang_triple} --sysroot={sysroot_s}");
+    // C code built by -sys crates: linked with lld too (configure scripts,
+    // e.g. the bundled LAME's, link test programs), and with the same path
+    // remapping as Rust code (assert() embeds __FILE__).
+    let target_flags = format!(
+        "--target={clang_triple} --sysroot={sysroot_s} -fuse-ld=lld \
+         -ffile-prefix-map={}=/build -ffile-prefix-map={}=/cargo \
+         -ffile-prefix-map={sysroot_s}=/sysroot",
+        workspace.display(),
+        cargo_home.display()
+    );
     // Paths embedded in panic messages and debug info must not depend on
     // where the workspace, cargo's registry or the cache live.
     let rustflags = [

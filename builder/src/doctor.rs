@@ -64,6 +64,11 @@ pub fn cross_checks(triple: &str) -> Vec<Check> {
             "finds the target's C libraries in the sysroot",
             "pkg-config",
         ),
+        tool(
+            "make",
+            "builds the bundled LAME (MP3) C library for the target",
+            "make",
+        ),
         Check {
             what: "rust target",
             why: "Rust standard library for the board's CPU",

@@ -82,6 +82,25 @@ fn encoder() {
         secs as f64 / took,
         bytes as f64 * 8.0 / secs as f64 / 1000.0
     );
+    for kbps in [192, 320, 128] {
+        let mut mp3 = vinyl_streamd::mp3::Mp3Encoder::new(kbps).unwrap();
+        let start = Instant::now();
+        let (mut bytes, mut frames) = (0, 0);
+        for c in input.chunks(1920) {
+            let (out, n) = mp3.push(c).unwrap();
+            bytes += out.len();
+            frames += n;
+        }
+        let took = start.elapsed().as_secs_f64();
+        println!(
+            "mp3: {secs} s of 48 kHz stereo at {kbps} kbit/s CBR ({}) in {took:.2} s: \
+             realtime factor {:.0}x on one core ({:.1}% of a core), {frames} frames, {:.0} kbit/s",
+            vinyl_streamd::mp3::version(),
+            secs as f64 / took,
+            100.0 * took / secs as f64,
+            bytes as f64 * 8.0 / secs as f64 / 1000.0
+        );
+    }
     let input = signal(44_100, secs);
     let mut rs = vinyl_streamd::resample::Resampler::new(44_100).unwrap();
     let mut out = Vec::new();

@@ -74,6 +74,9 @@ pub struct Cli {
     /// [encoder.flac] Also serve lossless FLAC at /stream.flac (true/false; ~1.5 Mbit/s per listener).
     #[arg(long)]
     pub flac: Option<bool>,
+    /// [encoder.mp3_kbps] MP3 stream at /stream.mp3: constant bitrate in kbit/s (32-320, e.g. 128, 192, 320), 0 = off.
+    #[arg(long)]
+    pub mp3_kbps: Option<u32>,
 
     /// [http.listen] Address to listen on; repeat for several (default [::]:8000).
     #[arg(long)]
@@ -113,7 +116,10 @@ pub struct Cli {
     #[arg(long)]
     pub on_sound: Option<String>,
 
-    /// [icecast.url] Push to this Icecast mount, e.g. http://host:8000/vinyl.opus.
+    /// [icecast.format] What the Icecast push sends: mp3 (plays in every player) or opus.
+    #[arg(long)]
+    pub icecast_format: Option<config::IcecastFormat>,
+    /// [icecast.url] Push to this Icecast mount, e.g. http://host:8000/vinyl.mp3.
     #[arg(long)]
     pub icecast_url: Option<String>,
     /// [icecast.user] Icecast source user.
@@ -157,6 +163,7 @@ impl Cli {
         put(&mut t, "encoder.complexity", &self.complexity);
         put(&mut t, "encoder.packets_per_page", &self.packets_per_page);
         put(&mut t, "encoder.flac", &self.flac);
+        put(&mut t, "encoder.mp3_kbps", &self.mp3_kbps);
         put(
             &mut t,
             "http.listen",
@@ -174,6 +181,14 @@ impl Cli {
         put(&mut t, "silence.on_silence", &self.on_silence);
         put(&mut t, "silence.on_sound", &self.on_sound);
         put(&mut t, "icecast.url", &self.icecast_url);
+        put(
+            &mut t,
+            "icecast.format",
+            &self.icecast_format.map(|f| match f {
+                config::IcecastFormat::Mp3 => "mp3",
+                config::IcecastFormat::Opus => "opus",
+            }),
+        );
         put(&mut t, "icecast.user", &self.icecast_user);
         put(&mut t, "icecast.password", &self.icecast_password);
         put(&mut t, "icecast.max_backoff_s", &self.icecast_max_backoff_s);

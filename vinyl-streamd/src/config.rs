@@ -105,6 +105,9 @@ pub struct EncoderConfig {
     pub packets_per_page: usize,
     /// Also serve lossless FLAC (48 kHz, 24-bit) at `/stream.flac`.
     pub flac: bool,
+    /// Constant bitrate in kbit/s of the MP3 stream at `/stream.mp3`
+    /// (48 kHz stereo; one of [`crate::mp3::BITRATES`]); 0 turns it off.
+    pub mp3_kbps: u32,
 }
 
 impl Default for EncoderConfig {
@@ -114,6 +117,7 @@ impl Default for EncoderConfig {
             complexity: 10,
             packets_per_page: 1,
             flac: false,
+            mp3_kbps: 192,
         }
     }
 }
@@ -188,12 +192,36 @@ impl Default for SilenceConfig {
     }
 }
 
+/// What the Icecast push sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum IcecastFormat {
+    /// MP3, `audio/mpeg`: every player plays an Icecast MP3 mount at any
+    /// uptime (needs `encoder.mp3_kbps` > 0).
+    Mp3,
+    /// Ogg Opus, `audio/ogg`. Icecast passes stream positions through, so
+    /// VLC 3.0 stops on such a mount once the push has run a few seconds.
+    Opus,
+}
+
+impl IcecastFormat {
+    /// The `Content-Type` of the push.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            IcecastFormat::Mp3 => "audio/mpeg",
+            IcecastFormat::Opus => "audio/ogg",
+        }
+    }
+}
+
 /// `[icecast]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IcecastConfig {
-    /// Mount URL, e.g. `http://icecast.example:8000/vinyl.opus`; empty disables the push.
+    /// Mount URL, e.g. `http://icecast.example:8000/vinyl.mp3`; empty disables the push.
     pub url: String,
+    /// Format pushed: `mp3` (default, plays everywhere) or `opus`.
+    pub format: IcecastFormat,
     /// Source user name.
     pub user: String,
     /// Source password.
@@ -206,6 +234,7 @@ impl Default for IcecastConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            format: IcecastFormat::Mp3,
             user: "source".into(),
             password: String::new(),
             max_backoff_s: 30,
@@ -374,6 +403,15 @@ impl Config {
         range("encoder.bitrate_kbps", e.bitrate_kbps, 6, 510)?;
         range("encoder.complexity", e.complexity, 0, 10)?;
         range("encoder.packets_per_page", e.packets_per_page, 1, 50)?;
+        if e.mp3_kbps != 0 && !crate::mp3::BITRATES.contains(&e.mp3_kbps) {
+            return Err(key_error(
+                "encoder.mp3_kbps",
+                format!(
+                    "must be 0 (off) or 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 320 (got {})",
+                    e.mp3_kbps
+                ),
+            ));
+        }
         let h = &self.http;
         if h.listen.is_empty() {
             return Err(key_error("http.listen", "needs at least one address"));
@@ -398,6 +436,12 @@ impl Config {
             ));
         }
         range("icecast.max_backoff_s", self.icecast.max_backoff_s, 1, 3600)?;
+        if self.icecast.format == IcecastFormat::Mp3 && e.mp3_kbps == 0 && !url.is_empty() {
+            return Err(key_error(
+                "icecast.format",
+                "is mp3 but encoder.mp3_kbps = 0 (off): set a bitrate or format = \"opus\"",
+            ));
+        }
         Ok(())
     }
 }
@@ -455,6 +499,12 @@ mod tests {
         assert_eq!(c, Config::default());
         assert_eq!(c.http.listen[0].to_string(), "[::]:8000");
         assert_eq!(c.encoder.bitrate_kbps, 160);
+        // Sonos and older iPhones need MP3: on unless turned off.
+        assert_eq!(c.encoder.mp3_kbps, 192);
+        assert_eq!(
+            parse("[encoder]\nmp3_kbps = 0").unwrap().encoder.mp3_kbps,
+            0
+        );
     }
 
     #[test]
@@ -475,6 +525,12 @@ mod tests {
         assert!(msg.contains("threshhold_db"), "{msg}");
         let msg = parse("[source]\nformat = \"s20\"").unwrap_err().to_string();
         assert!(msg.contains("`source.format`"), "{msg}");
+        let msg = parse("[encoder]\nmp3_kbps = 56").unwrap_err().to_string();
+        assert!(
+            msg.contains("`encoder.mp3_kbps`: must be 0 (off) or 32,"),
+            "{msg}"
+        );
+        assert!(!msg.contains('\n'), "{msg}");
     }
 
     /// `key = value` as a one-key configuration.
@@ -594,6 +650,13 @@ mod tests {
                 "3600",
                 &["0", "3601"],
                 "1 to 3600",
+            ),
+            (
+                "encoder.mp3_kbps",
+                "0",
+                "320",
+                &["1", "56", "321", "100000"],
+                "0 (off) or 32, 40, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256 or 320",
             ),
         ];
         for &(key, lo, hi, bad, range) in table {

@@ -44,6 +44,8 @@ pub struct EncodeLoop {
     pub hooks: Hooks,
     /// The FLAC encoder's input, when the lossless stream is on.
     pub flac: Option<SyncSender<Vec<f32>>>,
+    /// The MP3 encoder's input, when the MP3 stream is on.
+    pub mp3: Option<crate::mp3::Input>,
 }
 
 impl EncodeLoop {
@@ -93,6 +95,9 @@ impl EncodeLoop {
         if let Some(flac) = &self.flac {
             // Never wait for the lossless encoder; a full queue loses a frame there only.
             let _ = flac.try_send(pcm.to_vec());
+        }
+        if let Some(mp3) = &mut self.mp3 {
+            mp3.offer(pcm);
         }
         let packet = match self.encoder.encode(pcm) {
             Ok(p) => p,

@@ -38,6 +38,8 @@ pub struct App {
     pub hub: Arc<Hub>,
     /// The FLAC frame feed, if enabled.
     pub flac: Option<Arc<Hub>>,
+    /// The MP3 frame feed, if enabled.
+    pub mp3: Option<Arc<Hub>>,
     /// Daemon state.
     pub status: Arc<Status>,
     /// `icy-name`.
@@ -73,6 +75,7 @@ impl App {
         Arc::new(App {
             hub: pipeline.hub.clone(),
             flac: pipeline.flac.clone(),
+            mp3: pipeline.mp3.clone(),
             status: pipeline.status.clone(),
             name: config.name.clone(),
             description: config.description.clone(),
@@ -363,6 +366,14 @@ fn handle(
             peer,
             head,
         ),
+        (&Method::GET | &Method::HEAD, "/stream.mp3") if app.mp3.is_some() => stream(
+            app,
+            app.mp3.as_ref().unwrap(),
+            "audio/mpeg",
+            conn,
+            peer,
+            head,
+        ),
         (&Method::GET | &Method::HEAD, "/status") => {
             let json = serde_json::to_vec_pretty(&snapshot(app)).expect("status serialises");
             full(StatusCode::OK, "application/json", json)
@@ -525,7 +536,9 @@ pub fn streams(app: &App) -> Vec<(&'static str, &'static str)> {
     if app.flac.is_some() {
         list.push(("/stream.flac", "audio/flac"));
     }
-    // MP3 plugs in here: `if app.mp3.is_some() { list.push(("/stream.mp3", "audio/mpeg")) }`.
+    if app.mp3.is_some() {
+        list.push(("/stream.mp3", "audio/mpeg"));
+    }
     list
 }
 

@@ -20,10 +20,11 @@ use tokio::sync::broadcast;
 /// One unit of encoded audio as the encoder produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Chunk {
-    /// The bytes: exactly one Ogg page, or one FLAC frame.
+    /// The bytes: exactly one Ogg page, one FLAC frame, or whole MP3 frames.
     pub bytes: Bytes,
     /// Where the chunk starts in the shared stream: the granule position
-    /// before its first packet (Ogg) or its frame number (FLAC).
+    /// before its first packet (Ogg) or its frame number (FLAC); 0 where
+    /// the bytes carry no position (MP3).
     pub start: u64,
 }
 
@@ -77,6 +78,15 @@ impl Hub {
             live: self.tx.subscribe(),
             rebase: Rebase::new(self.timeline),
         }
+    }
+
+    /// Drops the recent chunks, when the stream restarts (an encoder that
+    /// ran only while listened to): a burst must never cross a restart.
+    pub fn forget_recent(&self) {
+        self.recent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// How many listeners are subscribed right now.

@@ -75,6 +75,8 @@ pub struct Push {
     pub description: String,
     /// Longest pause between attempts.
     pub max_backoff: Duration,
+    /// `Content-Type` of what is pushed (the hub's stream).
+    pub content_type: &'static str,
 }
 
 /// Pushes for ever, reconnecting with exponential backoff.
@@ -109,10 +111,11 @@ async fn push_once(push: &Push, hub: &Hub, status: &Status) -> anyhow::Result<()
     let auth = base64::engine::general_purpose::STANDARD
         .encode(format!("{}:{}", push.user, push.password));
     let request = format!(
-        "PUT {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: audio/ogg\r\n\
+        "PUT {} HTTP/1.1\r\nHost: {}\r\nAuthorization: Basic {auth}\r\nContent-Type: {}\r\n\
          Ice-Name: {}\r\nIce-Description: {}\r\nIce-Public: 0\r\nUser-Agent: vinyl-streamd/{}\r\n\r\n",
         t.mount,
         t.host_header(),
+        push.content_type,
         one_line(&push.name),
         one_line(&push.description),
         env!("CARGO_PKG_VERSION"),

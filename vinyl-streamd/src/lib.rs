@@ -13,6 +13,8 @@ pub mod http;
 pub mod hub;
 pub mod icecast;
 pub mod level;
+pub mod mp3;
+pub mod mp3frame;
 pub mod ogg;
 pub mod oggopus;
 pub mod opus;
@@ -41,6 +43,8 @@ pub struct Pipeline {
     pub input: std::sync::mpsc::SyncSender<Vec<f32>>,
     /// FLAC frame feed, when the lossless stream is on.
     pub flac: Option<Arc<Hub>>,
+    /// MP3 frame feed, when the MP3 stream is on.
+    pub mp3: Option<Arc<Hub>>,
 }
 
 /// Starts the encoder thread with `config`'s encoder and silence settings.
@@ -82,6 +86,16 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         }
         false => (None, None),
     };
+    let (mp3_hub, mp3_input) = match config.encoder.mp3_kbps {
+        0 => (None, None),
+        kbps => {
+            // One MP3 frame is 24 ms; a hub item holds at least one.
+            let queue = (config.http.client_queue_ms / 24).max(2) as usize;
+            let burst = config.http.burst_ms.div_ceil(24) as usize;
+            let (hub, input) = mp3::start(kbps, queue, burst, status.clone())?;
+            (Some(hub), Some(input))
+        }
+    };
     let encode = encode::EncodeLoop {
         encoder,
         muxer,
@@ -96,6 +110,7 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
             on_sound: config.silence.on_sound.clone(),
         },
         flac: flac_tx,
+        mp3: mp3_input,
     };
     std::thread::Builder::new()
         .name("encoder".into())
@@ -105,6 +120,7 @@ pub fn start_pipeline(config: &Config) -> anyhow::Result<Pipeline> {
         status,
         input,
         flac: flac_hub,
+        mp3: mp3_hub,
     })
 }
 
@@ -181,6 +197,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tasks.spawn(http::serve(l, app.clone()));
     }
     if let Some(target) = icecast::Target::parse(&config.icecast.url) {
+        let format = config.icecast.format;
+        let hub = match format {
+            config::IcecastFormat::Mp3 => pipeline.mp3.clone().context("MP3 is off")?,
+            config::IcecastFormat::Opus => pipeline.hub.clone(),
+        };
         let push = icecast::Push {
             target,
             user: config.icecast.user.clone(),
@@ -188,12 +209,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             name: h.name.clone(),
             description: h.description.clone(),
             max_backoff: Duration::from_secs(config.icecast.max_backoff_s.max(1)),
+            content_type: format.content_type(),
         };
-        tasks.spawn(icecast::run(
-            push,
-            pipeline.hub.clone(),
-            pipeline.status.clone(),
-        ));
+        tasks.spawn(icecast::run(push, hub, pipeline.status.clone()));
     }
     tasks.spawn(systemd::watchdog(pipeline.status.clone()));
     systemd::ready();

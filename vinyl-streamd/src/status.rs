@@ -54,6 +54,8 @@ pub struct Status {
     pub last_frame_ms: AtomicU64,
     /// Per-channel levels of every frame, for the page's live meters.
     pub meter: Meter,
+    /// MP3 frames produced (only while `/stream.mp3` has listeners).
+    pub mp3_frames: AtomicU64,
 }
 
 /// A snapshot, as served by `/status`.
@@ -117,6 +119,7 @@ impl Default for Status {
             source_losses: AtomicU64::new(0),
             last_frame_ms: AtomicU64::new(0),
             meter: Meter::default(),
+            mp3_frames: AtomicU64::new(0),
         }
     }
 }
@@ -231,6 +234,12 @@ impl Status {
             "counter",
             "Encoded bytes produced.",
             c(&self.bytes).to_string(),
+        );
+        metric(
+            "mp3_frames_total",
+            "counter",
+            "MP3 frames produced (the MP3 encoder runs only while /stream.mp3 has listeners).",
+            c(&self.mp3_frames).to_string(),
         );
         metric(
             "filler_frames_total",

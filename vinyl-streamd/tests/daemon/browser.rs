@@ -274,7 +274,7 @@ fn chromium_page_at_desktop_and_phone_sizes() {
         assert!(rms.iter().any(|&r| r < -25.0), "{size}: RMS {rms:?}");
         assert!(clip, "{size}: CLIP never lit");
 
-        // Stream links: this page, Opus and FLAC, as the browser reached us.
+        // Stream links: this page, Opus, FLAC and MP3, as the browser reached us.
         let links =
             page.eval("[...document.querySelectorAll('#streams code')].map((c) => c.textContent)");
         let origin = d.url("");
@@ -283,7 +283,8 @@ fn chromium_page_at_desktop_and_phone_sizes() {
             json!([
                 format!("{origin}/"),
                 format!("{origin}/stream.opus"),
-                format!("{origin}/stream.flac")
+                format!("{origin}/stream.flac"),
+                format!("{origin}/stream.mp3")
             ])
         );
         // The QR code is an SVG that zbarimg reads back: first the page's,

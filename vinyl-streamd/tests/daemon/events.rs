@@ -99,10 +99,16 @@ fn events_bring_levels_25_times_a_second_with_every_peak() {
     assert_eq!(opus["content_type"], "audio/ogg");
     assert_eq!(opus["urls"][0], d.url("/stream.opus"));
     assert_eq!(opus["urls"], events[0].data["addresses"]);
+    let paths: Vec<&str> = events[0].data["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
-        events[0].data["streams"].as_array().unwrap().len(),
-        1,
-        "FLAC is off"
+        paths,
+        ["/stream.opus", "/stream.mp3"],
+        "FLAC is off, MP3 on"
     );
     let statuses = events.iter().filter(|e| e.name == "status").count();
     assert!(

@@ -5,9 +5,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 /// A running icecast2, killed on drop.
-struct Icecast {
+pub struct Icecast {
     child: Child,
-    port: u16,
+    /// Where it listens, on 127.0.0.1.
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -26,7 +27,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_icecast() -> Icecast {
+/// Starts icecast2 on a free 127.0.0.1 port (source password `vinyl-secret`).
+pub fn start_icecast() -> Icecast {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
@@ -102,11 +104,14 @@ fn icecast_push_reaches_a_listener_of_the_mount() {
     );
     drop(wrong);
 
+    // Opus here; the players test pushes MP3 (the default) and plays it with VLC.
     let d = Daemon::start(&[
         "--source",
         "tone",
         "--tone-dbfs",
         "-12",
+        "--icecast-format",
+        "opus",
         "--icecast-url",
         &mount,
         "--icecast-password",

@@ -1,5 +1,5 @@
 //! End-to-end tests of the real vinyl-streamd binary with real clients
-//! (ffmpeg, raw sockets, Chromium) and a real Icecast server.
+//! (ffmpeg, mpg123, raw sockets, Chromium) and a real Icecast server.
 
 mod alsa;
 mod browser;
@@ -7,5 +7,6 @@ mod common;
 mod events;
 mod icecast;
 mod limits;
+mod mp3;
 mod players;
 mod stream;

@@ -161,6 +161,10 @@ fn unprivileged(program: &str) -> Command {
 }
 
 fn player(name: &'static str, daemon: &Daemon, path: &str, dir: &Path) -> Player {
+    player_of(name, daemon.url(path), dir)
+}
+
+fn player_of(name: &'static str, url: String, dir: &Path) -> Player {
     let file = name.replace(' ', "-");
     let (output, output_format, bytes_per_s): (PathBuf, &'static [&'static str], u64) = match name {
         n if n.starts_with("gstreamer") => (
@@ -172,7 +176,7 @@ fn player(name: &'static str, daemon: &Daemon, path: &str, dir: &Path) -> Player
     };
     Player {
         name,
-        url: daemon.url(path),
+        url,
         output,
         output_format,
         bytes_per_s,
@@ -200,9 +204,16 @@ fn play_all(players: &[Player]) {
 
 #[test]
 fn every_player_plays_after_a_minute_and_after_a_source_loss() {
-    if !["cvlc", "mpv", "gst-launch-1.0", "ffmpeg", "setpriv"]
-        .iter()
-        .all(|p| have(p))
+    if ![
+        "cvlc",
+        "mpv",
+        "gst-launch-1.0",
+        "ffmpeg",
+        "setpriv",
+        "icecast2",
+    ]
+    .iter()
+    .all(|p| have(p))
     {
         return;
     }
@@ -221,7 +232,14 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
             .unwrap()
             .success()
     );
+    // The daemon also pushes to Icecast (MP3, the default format).
+    let ice = crate::icecast::start_icecast();
+    let mount = format!("http://127.0.0.1:{}/vinyl.mp3", ice.port);
     let d = Daemon::start(&[
+        "--icecast-url",
+        &mount,
+        "--icecast-password",
+        "vinyl-secret",
         "--source",
         "file",
         "--path",
@@ -246,6 +264,9 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
         player("vlc opus", &d, "/stream.opus", &first),
         player("vlc flac", &d, "/stream.flac", &first),
         player("mpv opus", &d, "/stream.opus", &first),
+        player("vlc mp3", &d, "/stream.mp3", &first),
+        player_of("vlc icecast mp3", mount.clone(), &first),
+        player("mpv mp3", &d, "/stream.mp3", &first),
         player("gstreamer opus", &d, "/stream.opus", &first),
         player("ffmpeg flac", &d, "/stream.flac", &first),
     ]);
@@ -265,6 +286,7 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
         player("vlc opus", &d, "/stream.opus", &again),
         player("vlc flac", &d, "/stream.flac", &again),
         player("gstreamer opus", &d, "/stream.opus", &again),
+        player("gstreamer mp3", &d, "/stream.mp3", &again),
     ]);
     feeder.join().unwrap();
 }
