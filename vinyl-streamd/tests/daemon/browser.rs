@@ -158,23 +158,13 @@ fn artifact(name: &str) -> std::path::PathBuf {
 /// A looped-file source that moves the meters: 1 kHz stereo, 1 s at
 /// -6 dBFS then 1 s at -30 dBFS with one full-scale sample (a clip).
 fn moving_tone(path: &std::path::Path) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..96_000 {
+    write_wav(path, 96_000, |i| {
         let db = if i < 48_000 { -6.0 } else { -30.0 };
         let s =
             (i as f64 * std::f64::consts::TAU * 1000.0 / 48_000.0).sin() * 10f64.powf(db / 20.0);
         let s = if i == 72_003 { 1.0 } else { s };
-        for _ in 0..2 {
-            w.write_sample((s * 32767.0).round() as i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
+        [s, s]
+    });
 }
 
 /// What zbarimg reads in a PNG.

@@ -149,22 +149,30 @@ pub fn split_response(resp: &[u8]) -> (u16, String, Vec<u8>) {
     (code, head, resp[end + 4..].to_vec())
 }
 
-/// Opens `/stream.opus` (HTTP/1.0, so the body is not chunked) and returns
-/// the socket positioned at the first body byte, plus that first body part.
-pub fn open_stream(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+/// GETs `path` over HTTP/1.0 (so the body is not chunked), asserts a 200,
+/// and returns the socket positioned after the head, the head, and the
+/// first body bytes.
+pub fn open_path(addr: SocketAddr, path: &str) -> (TcpStream, String, Vec<u8>) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /stream.opus HTTP/1.0\r\nHost: x\r\n\r\n")
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes())
         .unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
         let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "stream closed before its head");
+        assert!(n > 0, "{path} closed before its head");
         buf.extend_from_slice(&chunk[..n]);
     }
     let (code, head, body) = split_response(&buf);
-    assert_eq!(code, 200, "{head}");
+    assert_eq!(code, 200, "{path}: {head}");
+    (s, head, body)
+}
+
+/// Opens `/stream.opus`; returns the socket positioned at the first body
+/// byte, plus that first body part.
+pub fn open_stream(addr: SocketAddr) -> (TcpStream, Vec<u8>) {
+    let (s, head, body) = open_path(addr, "/stream.opus");
     assert!(
         head.to_ascii_lowercase()
             .contains("content-type: audio/ogg"),
@@ -356,4 +364,22 @@ pub fn feed_fifo(fifo: &std::path::Path, secs: f64) {
         let due = Duration::from_millis(10 * (block as u64 + 1));
         std::thread::sleep(due.saturating_sub(start.elapsed()));
     }
+}
+
+/// Writes a 48 kHz 16-bit stereo WAV of `frames` frames; `frame(i)` gives
+/// frame `i`'s left and right samples (full scale = 1.0).
+pub fn write_wav(path: &std::path::Path, frames: usize, frame: impl Fn(usize) -> [f64; 2]) {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..frames {
+        for v in frame(i) {
+            w.write_sample((v * 32767.0).round() as i16).unwrap();
+        }
+    }
+    w.finalize().unwrap();
 }

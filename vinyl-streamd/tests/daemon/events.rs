@@ -3,7 +3,7 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,40 +11,16 @@ use std::time::{Duration, Instant};
 /// Writes a looped-file source: 1 s of 1 kHz, -20 dBFS on the left and
 /// -26 dBFS on the right, with one full-scale sample on the left at 0.5 s.
 fn tone_with_one_spike(path: &Path) {
-    let spec = hound::WavSpec {
-        channels: 2,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).unwrap();
-    for i in 0..48_000 {
+    write_wav(path, 48_000, |i| {
         let s = (i as f64 * std::f64::consts::TAU * 1000.0 / 48_000.0).sin();
         let left = if i == 24_003 { 1.0 } else { s * 0.1 };
-        for v in [left, s * 10f64.powf(-26.0 / 20.0)] {
-            w.write_sample((v * 32767.0).round() as i16).unwrap();
-        }
-    }
-    w.finalize().unwrap();
+        [left, s * 10f64.powf(-26.0 / 20.0)]
+    });
 }
 
-/// Opens `/events` (HTTP/1.0: no chunking) and returns the socket after
-/// the head, the head, and the first body bytes.
+/// Opens `/events`: the socket after the head, the head, the first body bytes.
 fn open_events(addr: SocketAddr) -> (TcpStream, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /events HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "closed before the head");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let (code, head, body) = split_response(&buf);
-    assert_eq!(code, 200, "{head}");
-    (s, head, body)
+    open_path(addr, "/events")
 }
 
 /// An event as read: when it was complete, its name and its JSON data.

@@ -2,7 +2,7 @@
 //! judged by ffprobe, and the encoder idle without listeners.
 
 use crate::common::*;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,23 +11,9 @@ use std::time::{Duration, Instant};
 /// at 48 kHz): 144 × 192000 / 48000.
 const FRAME_192: usize = 576;
 
-/// Opens `/stream.mp3` (HTTP/1.0: no chunking); returns the socket, the
-/// response head and the first body bytes.
+/// Opens `/stream.mp3`: the socket after the head, the head, the first body bytes.
 fn open_mp3(addr: SocketAddr) -> (TcpStream, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /stream.mp3 HTTP/1.0\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = s.read(&mut chunk).unwrap();
-        assert!(n > 0, "stream closed before its head");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    let (code, head, body) = split_response(&buf);
-    assert_eq!(code, 200, "{head}");
-    (s, head, body)
+    open_path(addr, "/stream.mp3")
 }
 
 /// Records `/stream.mp3` for `d`.

@@ -183,6 +183,14 @@ fn player_of(name: &'static str, url: String, dir: &Path) -> Player {
     }
 }
 
+/// `path`, created if needed and writable by everyone: VLC runs as
+/// `nobody` and writes its output there.
+fn shared_dir(path: &Path) -> PathBuf {
+    std::fs::create_dir_all(path).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    path.to_path_buf()
+}
+
 /// Plays every player at once and judges each.
 fn play_all(players: &[Player]) {
     std::thread::scope(|s| {
@@ -218,12 +226,7 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // VLC runs as nobody and writes its output here.
-    std::fs::set_permissions(
-        dir.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
+    shared_dir(dir.path());
     let fifo = dir.path().join("pcm");
     assert!(
         Command::new("mkfifo")
@@ -257,9 +260,7 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
     };
     // Positions in the shared stream are now a minute from zero.
     std::thread::sleep(Duration::from_secs(62));
-    let first = dir.path().join("first");
-    std::fs::create_dir(&first).unwrap();
-    std::fs::set_permissions(&first, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let first = shared_dir(&dir.path().join("first"));
     play_all(&[
         player("vlc opus", &d, "/stream.opus", &first),
         player("vlc flac", &d, "/stream.flac", &first),
@@ -279,9 +280,7 @@ fn every_player_plays_after_a_minute_and_after_a_source_loss() {
     std::thread::sleep(Duration::from_secs(2));
     let feeder = std::thread::spawn(move || feed_fifo(&fifo, 12.0));
     assert!(wait_until(Duration::from_secs(3), || d.status()["state"] == "playing"));
-    let again = dir.path().join("again");
-    std::fs::create_dir(&again).unwrap();
-    std::fs::set_permissions(&again, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let again = shared_dir(&dir.path().join("again"));
     play_all(&[
         player("vlc opus", &d, "/stream.opus", &again),
         player("vlc flac", &d, "/stream.flac", &again),
