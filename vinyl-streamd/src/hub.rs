@@ -11,22 +11,11 @@
 //! [`timeline::Rebase`](crate::timeline::Rebase) so every listener's stream
 //! counts from zero when it joins (VLC refuses a stream that does not).
 
-use crate::timeline::{Rebase, Timeline};
+use crate::timeline::{Chunk, Rebase, Timeline};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use tokio::sync::broadcast;
-
-/// One unit of encoded audio as the encoder produced it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Chunk {
-    /// The bytes: exactly one Ogg page, one FLAC frame, or whole MP3 frames.
-    pub bytes: Bytes,
-    /// Where the chunk starts in the shared stream: the granule position
-    /// before its first packet (Ogg) or its frame number (FLAC); 0 where
-    /// the bytes carry no position (MP3).
-    pub start: u64,
-}
 
 /// The stream's header plus the live chunk feed.
 #[derive(Debug)]

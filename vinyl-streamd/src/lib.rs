@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod encode;
 pub mod flac;
+pub mod flacframe;
 pub mod http;
 pub mod hub;
 pub mod icecast;

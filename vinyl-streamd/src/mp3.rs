@@ -6,10 +6,10 @@
 //! listener only needs to start at a frame boundary. The encoder runs only
 //! while someone listens; it starts afresh when the first listener arrives.
 
-use crate::hub::{Chunk, Hub};
+use crate::hub::Hub;
 use crate::mp3frame::Splitter;
 use crate::status::Status;
-use crate::timeline::Timeline;
+use crate::timeline::{Chunk, Timeline};
 use bytes::Bytes;
 use mp3lame_encoder::{Bitrate, Builder, InterleavedPcm, Mode, Quality};
 use std::sync::Arc;

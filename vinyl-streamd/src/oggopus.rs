@@ -4,8 +4,8 @@
 //! One muxer lives for the whole life of the daemon, so every listener sees
 //! the same logical stream: headers first, then live pages.
 
-use crate::hub::Chunk;
 use crate::ogg::{BOS, PageWriter};
+use crate::timeline::Chunk;
 
 /// Opus always counts granule positions at 48 kHz.
 pub const GRANULE_RATE: u32 = 48_000;
