@@ -5,6 +5,11 @@ use crate::store::{Store, StoreError};
 use std::io::Read;
 use std::time::Duration;
 
+/// How long a mirror may take to start answering a request (the status
+/// line and headers): one that accepts connections and never answers
+/// must not hang the build.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often a request is tried before its failure is final.
 const ATTEMPTS: u32 = 3;
 /// The wait before the second try; it doubles before each further one.
@@ -41,8 +46,16 @@ pub struct Fetcher {
 impl Fetcher {
     /// A fetcher with sensible timeouts.
     pub fn new(mirror: Mirror) -> Self {
+        Self::with_response_timeout(mirror, RESPONSE_TIMEOUT)
+    }
+
+    /// A fetcher whose requests fail when no response has begun within
+    /// `response`.
+    fn with_response_timeout(mirror: Mirror, response: Duration) -> Self {
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(20)))
+            .timeout_send_request(Some(response))
+            .timeout_recv_response(Some(response))
             .timeout_recv_body(Some(Duration::from_secs(600)))
             .user_agent(concat!("vinyl-builder/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -63,7 +76,8 @@ impl Fetcher {
 
     /// Starts a download. A request that fails before any byte arrived
     /// for a reason that may pass (a name lookup, a refused or timed-out
-    /// connection, a server error) is tried again, [`ATTEMPTS`] times in all.
+    /// connection, a server that does not answer, a server error) is tried
+    /// again, [`ATTEMPTS`] times in all.
     fn get(&self, path: &str) -> Result<impl Read + use<>, FetchError> {
         let url = self.url(path);
         let mut attempt = 1;
@@ -159,6 +173,40 @@ mod tests {
             started.elapsed() >= RETRY_WAIT * 3,
             "{:?}",
             started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_mirror_that_accepts_and_never_answers_fails_with_the_url() {
+        // Connections are accepted (and kept open) but nothing is ever sent.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().collect();
+            drop(held);
+        });
+        let fetcher = Fetcher::with_response_timeout(
+            Mirror {
+                url: format!("http://127.0.0.1:{port}/debian"),
+                origin: "test".into(),
+            },
+            Duration::from_millis(500),
+        );
+        let started = std::time::Instant::now();
+        let error = fetcher
+            .get_bytes("dists/trixie/InRelease")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!("127.0.0.1:{port}/debian/dists/trixie/InRelease")),
+            "{error}"
+        );
+        assert!(error.contains("timeout"), "{error}");
+        // Three attempts of 0.5 s, with the 2 s and 4 s waits between them.
+        let took = started.elapsed();
+        assert!(
+            took >= RETRY_WAIT * 3 && took < Duration::from_secs(15),
+            "{took:?}"
         );
     }
 }
