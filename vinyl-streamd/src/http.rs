@@ -355,25 +355,11 @@ fn handle(
         (&Method::GET | &Method::HEAD, "/") => {
             full(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML)
         }
-        (&Method::GET | &Method::HEAD, "/stream.opus") => {
-            stream(app, &app.hub, "audio/ogg", conn, peer, head)
+        (&Method::GET | &Method::HEAD, path)
+            if let Some((_, content_type, hub)) = served(app).find(|(p, _, _)| *p == path) =>
+        {
+            stream(app, hub, content_type, conn, peer, head)
         }
-        (&Method::GET | &Method::HEAD, "/stream.flac") if app.flac.is_some() => stream(
-            app,
-            app.flac.as_ref().unwrap(),
-            "audio/flac",
-            conn,
-            peer,
-            head,
-        ),
-        (&Method::GET | &Method::HEAD, "/stream.mp3") if app.mp3.is_some() => stream(
-            app,
-            app.mp3.as_ref().unwrap(),
-            "audio/mpeg",
-            conn,
-            peer,
-            head,
-        ),
         (&Method::GET | &Method::HEAD, "/status") => {
             let json = serde_json::to_vec_pretty(&snapshot(app)).expect("status serialises");
             full(StatusCode::OK, "application/json", json)
@@ -530,16 +516,23 @@ fn qr_svg(app: &App, req: &Request<hyper::body::Incoming>) -> Response<Body> {
     }
 }
 
+/// The streams this daemon serves: path, content type and hub, the one
+/// list both the routes and the listings come from.
+fn served(app: &App) -> impl Iterator<Item = (&'static str, &'static str, &Arc<Hub>)> {
+    [
+        Some(("/stream.opus", "audio/ogg", &app.hub)),
+        app.flac.as_ref().map(|h| ("/stream.flac", "audio/flac", h)),
+        app.mp3.as_ref().map(|h| ("/stream.mp3", "audio/mpeg", h)),
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// The streams this daemon serves: path and content type.
 pub fn streams(app: &App) -> Vec<(&'static str, &'static str)> {
-    let mut list = vec![("/stream.opus", "audio/ogg")];
-    if app.flac.is_some() {
-        list.push(("/stream.flac", "audio/flac"));
-    }
-    if app.mp3.is_some() {
-        list.push(("/stream.mp3", "audio/mpeg"));
-    }
-    list
+    served(app)
+        .map(|(path, content_type, _)| (path, content_type))
+        .collect()
 }
 
 /// What `/status` and the page's status events report.
