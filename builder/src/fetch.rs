@@ -147,6 +147,14 @@ mod tests {
         assert!(!may_pass(&ureq::Error::BadUri("x".into())));
     }
 
+    /// A mirror at `http://127.0.0.1:port/debian`.
+    fn local_mirror(port: u16) -> Mirror {
+        Mirror {
+            url: format!("http://127.0.0.1:{port}/debian"),
+            origin: "test".into(),
+        }
+    }
+
     #[test]
     fn a_refused_connection_is_tried_three_times_then_named() {
         // A port nothing listens on: every attempt is refused at once.
@@ -155,10 +163,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let fetcher = Fetcher::new(Mirror {
-            url: format!("http://127.0.0.1:{port}/debian"),
-            origin: "test".into(),
-        });
+        let fetcher = Fetcher::new(local_mirror(port));
         let started = std::time::Instant::now();
         let error = fetcher
             .get_bytes("dists/trixie/InRelease")
@@ -185,13 +190,8 @@ mod tests {
             let held: Vec<_> = listener.incoming().collect();
             drop(held);
         });
-        let fetcher = Fetcher::with_response_timeout(
-            Mirror {
-                url: format!("http://127.0.0.1:{port}/debian"),
-                origin: "test".into(),
-            },
-            Duration::from_millis(500),
-        );
+        let fetcher =
+            Fetcher::with_response_timeout(local_mirror(port), Duration::from_millis(500));
         let started = std::time::Instant::now();
         let error = fetcher
             .get_bytes("dists/trixie/InRelease")
