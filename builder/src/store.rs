@@ -4,11 +4,19 @@
 //! Every write goes to a temporary file in the store and is renamed into place
 //! only when complete and verified, so a killed build never leaves a corrupt
 //! entry, and two builds at once at worst both write the same bytes.
+//!
+//! Nothing is trusted because it is in the cache: every read hashes the
+//! bytes and compares them with the name they are stored under. A blob that
+//! does not match (a flipped bit, a truncated file, a swapped package) is
+//! removed at once, so the build that found it can fetch or unpack it again
+//! (see [`Store::evictions`]).
 
 use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// Environment variable overriding the cache directory.
 pub const CACHE_ENV: &str = "BUILDER_CACHE_DIR";
@@ -25,7 +33,14 @@ pub fn sha256_hex(bytes: &[u8]) -> Sha256Hex {
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Blobs removed because their bytes did not match their name, shared
+    /// by clones of this handle.
+    evicted: Arc<Mutex<Vec<PathBuf>>>,
 }
+
+/// Temporary files older than this in the store's `tmp/` were left by a
+/// build that was killed; no live build keeps one that long.
+const STALE_TEMP: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// Content that did not match what it was supposed to be.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +54,14 @@ pub enum StoreError {
         expected_size: u64,
         actual: String,
         actual_size: u64,
+    },
+    #[error(
+        "cache entry {} does not hold the bytes it is named after (SHA-256 {sha256}, found {actual}); it was tampered with or damaged, and has been removed so that it is fetched or unpacked again", path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        sha256: String,
+        actual: String,
     },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
@@ -70,7 +93,11 @@ impl Store {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(io_error(&path))?;
         }
-        Ok(Store { root })
+        remove_stale_temps(&root.join("tmp"));
+        Ok(Store {
+            root,
+            evicted: Arc::default(),
+        })
     }
 
     /// The cache directory this store lives in.
@@ -86,21 +113,57 @@ impl Store {
             .join(&sha256[2..])
     }
 
-    /// Whether a blob is present.
+    /// Whether a blob is present (not whether it is intact: reads check that).
     pub fn contains(&self, sha256: &str) -> bool {
         self.path(sha256).is_file()
     }
 
-    /// Reads a whole blob.
+    /// Reads a whole blob and checks it against its name. A blob that does
+    /// not match is removed and reported as [`StoreError::Corrupt`].
     pub fn read(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         let path = self.path(sha256);
-        fs::read(&path).map_err(io_error(&path))
+        let bytes = fs::read(&path).map_err(io_error(&path))?;
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(self.evict(sha256, actual));
+        }
+        Ok(bytes)
     }
 
-    /// Opens a blob for streaming.
-    pub fn open_blob(&self, sha256: &str) -> Result<fs::File, StoreError> {
+    /// Removes a blob found not to match its name and returns the error
+    /// that says so.
+    fn evict(&self, sha256: &str, actual: String) -> StoreError {
         let path = self.path(sha256);
-        fs::File::open(&path).map_err(io_error(&path))
+        tracing::warn!(
+            "cache entry {} is damaged (SHA-256 {actual}); removed it",
+            path.display()
+        );
+        // If removal fails the next read finds the same mismatch again.
+        let _ = fs::remove_file(&path);
+        self.evicted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+        StoreError::Corrupt {
+            path,
+            sha256: sha256.to_string(),
+            actual,
+        }
+    }
+
+    /// How many damaged blobs this store (and its clones) has removed so
+    /// far: a build that failed after one was removed can run again and
+    /// replace it.
+    pub fn evictions(&self) -> usize {
+        self.evicted().len()
+    }
+
+    /// The paths of the blobs [`Store::evictions`] counts, in order.
+    pub fn evicted(&self) -> Vec<PathBuf> {
+        self.evicted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A temporary file inside the store (same filesystem, so rename is atomic).
@@ -226,6 +289,24 @@ impl Store {
     }
 }
 
+/// Removes temporary files a killed build left in the store.
+fn remove_stale_temps(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|modified| modified.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,5 +366,38 @@ mod tests {
             .insert_verified("pool/x.deb", &b"good"[..], 4, &expected, |_| {})
             .unwrap();
         assert!(store.contains(&expected));
+    }
+
+    #[test]
+    fn a_damaged_blob_is_refused_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let digest = store.insert(b"genuine bytes").unwrap();
+        let path = store.path(&digest);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[3] ^= 1;
+        fs::write(&path, &bytes).unwrap();
+        let error = store.read(&digest).unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt { .. }), "{error}");
+        assert!(error.to_string().contains(&path.display().to_string()));
+        assert!(!store.contains(&digest), "evicted");
+        assert_eq!(store.evictions(), 1);
+        assert_eq!(store.clone().evictions(), 1, "clones share the count");
+        // Repaired by inserting the genuine bytes again.
+        store.insert(b"genuine bytes").unwrap();
+        assert_eq!(store.read(&digest).unwrap(), b"genuine bytes");
+    }
+
+    #[test]
+    fn truncated_and_swapped_blobs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.insert(b"package a").unwrap();
+        let b = store.insert(b"package b").unwrap();
+        fs::write(store.path(&a), b"package").unwrap();
+        fs::copy(store.path(&a), store.path(&b)).unwrap();
+        assert!(matches!(store.read(&a), Err(StoreError::Corrupt { .. })));
+        assert!(matches!(store.read(&b), Err(StoreError::Corrupt { .. })));
+        assert_eq!(store.evictions(), 2);
     }
 }

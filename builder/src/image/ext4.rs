@@ -6,13 +6,15 @@ use crate::store::Store;
 use ext4_writer::{ContentSource, Entry, FileData, Kind as Ext4Kind, Timestamp};
 use std::io::{self, Read};
 
-/// Streams blobs from the store by digest.
+/// Blobs from the store by digest, each checked against its digest before
+/// a byte of it reaches the image (so the manifest's digests are those of
+/// the bytes written).
 pub struct StoreSource<'a>(pub &'a Store);
 
 impl ContentSource for StoreSource<'_> {
     fn open(&self, key: &str) -> io::Result<Box<dyn Read + '_>> {
-        let file = self.0.open_blob(key).map_err(io::Error::other)?;
-        Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
+        let bytes = self.0.read(key).map_err(io::Error::other)?;
+        Ok(Box::new(io::Cursor::new(bytes)))
     }
 }
 
