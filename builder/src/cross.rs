@@ -38,23 +38,55 @@ pub fn sysroot(store: &Store, progress: &Progress, lock: &Lock) -> Result<PathBu
     Ok(dir)
 }
 
-/// Writes a tree to a host directory (read-only use: files are hard links
-/// into the store where possible).
+/// Writes a tree to a new host directory (read-only use: files are hard
+/// links into the store where possible).
+///
+/// Nothing is written outside `dir` or over anything already there: tree
+/// paths never hold `..` (unpacking refuses them, and this checks again),
+/// every file is created new, and hard links are made to the store blob of
+/// their target rather than to a host path that a symlink could redirect.
 fn materialize(tree: &Tree, store: &Store, dir: &Path) -> Result<()> {
+    let create_new = |dest: &Path, bytes: &[u8]| -> std::io::Result<()> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(dest)?;
+        std::io::Write::write_all(&mut file, bytes)
+    };
+    let link_blob = |sha256: &str, dest: &Path| -> Result<()> {
+        // Only the store's own copy may be linked; a copy (another
+        // filesystem) is checked against its digest like any read.
+        match std::fs::hard_link(store.path(sha256), dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {
+                Ok(create_new(dest, &store.read(sha256)?)?)
+            }
+            Err(e) => Err(e).with_context(|| format!("linking {}", dest.display())),
+        }
+    };
     for (path, node) in tree.iter() {
+        if crate::deb::check_path(path).is_err() {
+            bail!("refusing to write {path:?} into the sysroot: it leaves the root");
+        }
         let dest = dir.join(path);
         match &node.kind {
             Kind::Dir => std::fs::create_dir_all(&dest)?,
             Kind::File { content, .. } => match content {
-                Content::Blob(sha256) => {
-                    if std::fs::hard_link(store.path(sha256), &dest).is_err() {
-                        std::fs::copy(store.path(sha256), &dest)?;
-                    }
-                }
-                Content::Inline(bytes) => std::fs::write(&dest, bytes)?,
+                Content::Blob(sha256) => link_blob(sha256, &dest)?,
+                Content::Inline(bytes) => create_new(&dest, bytes)?,
             },
             Kind::Symlink { target } => std::os::unix::fs::symlink(target, &dest)?,
-            Kind::Hardlink { target } => std::fs::hard_link(dir.join(target), &dest)?,
+            Kind::Hardlink { target } => match tree.get(target).map(|n| &n.kind) {
+                Some(Kind::File {
+                    content: Content::Blob(sha256),
+                    ..
+                }) => link_blob(sha256, &dest)?,
+                Some(Kind::File {
+                    content: Content::Inline(bytes),
+                    ..
+                }) => create_new(&dest, bytes)?,
+                _ => tracing::debug!("sysroot: {path} links to {target}, not a file; skipped"),
+            },
             _ => {}
         }
     }
