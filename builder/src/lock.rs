@@ -7,6 +7,7 @@ use crate::store::sha256_hex;
 use debian::relation::parse_relation;
 use debian::release::Release;
 use debian::resolve::{self, ResolveError, Universe};
+use debian::version::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,6 +83,10 @@ pub enum LockError {
     },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error(
+        "boards/{board}.lock: {problem}; the lock was edited or damaged: run `cargo run -p builder -- lock --board {board}` to rewrite it"
+    )]
+    Inconsistent { board: String, problem: String },
 }
 
 /// Digest of the requests that determine a lock's contents.
@@ -269,6 +274,71 @@ impl Lock {
         self.packages
             .iter()
             .filter(|p| p.used_by.contains(&Use::Sysroot))
+    }
+}
+
+impl Lock {
+    /// Checks the lock against the packages it pins, as their own control
+    /// files describe them (`unpacked`: each locked package with the text
+    /// of its `control` member): every `.deb` is the package and version
+    /// its entry names, every request of the recipes is there, and every
+    /// dependency of every package is in the set. A hand-edited lock (an
+    /// entry deleted, or given another package's digest) fails here.
+    pub fn check_packages<'a>(
+        &self,
+        unpacked: impl IntoIterator<Item = (&'a LockedPackage, &'a str)>,
+        requests: &[String],
+        assumed: &std::collections::BTreeSet<String>,
+    ) -> Result<(), LockError> {
+        let inconsistent = |problem: String| LockError::Inconsistent {
+            board: self.board.clone(),
+            problem,
+        };
+        let mut index = String::new();
+        for (package, control) in unpacked {
+            let paragraphs = debian::deb822::parse(control).unwrap_or_default();
+            let field = |name: &str| paragraphs.first().and_then(|p| p.get(name)).unwrap_or("");
+            let found = (field("Package"), field("Version"), field("Architecture"));
+            let same_version = match (Version::parse(found.1), Version::parse(&package.version)) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => false,
+            };
+            if found.0 != package.name || !same_version || found.2 != package.architecture {
+                return Err(inconsistent(format!(
+                    "the entry for {} {} ({}) has SHA-256 {}, but that .deb is {} {} ({})",
+                    package.name,
+                    package.version,
+                    package.architecture,
+                    package.sha256,
+                    found.0,
+                    found.1,
+                    found.2
+                )));
+            }
+            index.push_str(control.trim_end());
+            index.push_str(&format!(
+                "\nFilename: {}\nSize: {}\nSHA256: {}\n\n",
+                package.filename, package.size, package.sha256
+            ));
+        }
+        let installed = debian::index::parse_packages("control", &index, "main")
+            .map_err(|e| inconsistent(format!("a package's control file: {e}")))?;
+        let installed = Universe::new(installed, &self.architecture);
+        let requests: Vec<_> = requests
+            .iter()
+            .filter_map(|request| parse_relation(request).ok())
+            .collect();
+        let missing = resolve::unmet(&installed, &requests, assumed);
+        if let Some((who, what)) = missing.first() {
+            return Err(inconsistent(format!(
+                "{who} needs {what}, which no package of the lock provides{}",
+                match missing.len() {
+                    1 => String::new(),
+                    n => format!(" ({} more unmet)", n - 1),
+                }
+            )));
+        }
+        Ok(())
     }
 }
 

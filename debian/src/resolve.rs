@@ -336,6 +336,48 @@ pub fn resolve(
     Ok(selection.chosen.into_values().collect())
 }
 
+/// Checks that a set of packages is complete: every request and every
+/// `Pre-Depends`/`Depends` group of every package is satisfied by a package
+/// of the set (or an `assumed` name). Returns what is missing, as
+/// (who wants it, the relation), sorted; empty when the set is complete.
+///
+/// `installed` holds exactly the set (one version per name), e.g. the
+/// packages of a lock as their control files describe them.
+pub fn unmet(
+    installed: &Universe,
+    requests: &[Relation],
+    assumed: &BTreeSet<String>,
+) -> Vec<(String, String)> {
+    let mut selection = Selection {
+        universe: installed,
+        assumed,
+        chosen: BTreeMap::new(),
+        provided: HashMap::new(),
+    };
+    let mut ignored = VecDeque::new();
+    for index in 0..installed.packages.len() {
+        selection.choose(index, &mut ignored);
+    }
+    let mut missing: Vec<(String, String)> = requests
+        .iter()
+        .filter(|relation| !selection.satisfies(relation))
+        .map(|relation| ("the recipes".to_string(), relation.to_string()))
+        .collect();
+    for package in &installed.packages {
+        for group in &package.depends {
+            if !group.iter().any(|relation| selection.satisfies(relation)) {
+                let wanted: Vec<String> = group.iter().map(ToString::to_string).collect();
+                missing.push((
+                    format!("{} {}", package.name, package.version),
+                    wanted.join(" | "),
+                ));
+            }
+        }
+    }
+    missing.sort();
+    missing
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,6 +417,32 @@ mod tests {
                 })
                 .collect()
         })
+    }
+
+    #[test]
+    fn unmet_names_what_a_set_lacks() {
+        let complete = universe(
+            "Package: app\nVersion: 1\nDepends: lib (>= 2), mail | assumed\n\nPackage: lib\nVersion: 2.0\nProvides: libx (= 2.0)\n\nPackage: tool\nVersion: 1\nDepends: libx (>= 1)",
+        );
+        let requests = [parse_relation("app").unwrap()];
+        let assumed = BTreeSet::from(["assumed".to_string()]);
+        assert!(unmet(&complete, &requests, &assumed).is_empty());
+
+        let broken = universe(
+            "Package: app\nVersion: 1\nDepends: lib (>= 3)\n\nPackage: lib\nVersion: 2.0\n\nPackage: tool\nVersion: 1\nPre-Depends: gone | also-gone",
+        );
+        let requests = [
+            parse_relation("app").unwrap(),
+            parse_relation("deleted").unwrap(),
+        ];
+        assert_eq!(
+            unmet(&broken, &requests, &assumed),
+            [
+                ("app 1".to_string(), "lib (>= 3)".to_string()),
+                ("the recipes".to_string(), "deleted".to_string()),
+                ("tool 1".to_string(), "gone | also-gone".to_string()),
+            ]
+        );
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub fn assemble(inputs: &Inputs) -> Result<Tree> {
     let epoch = lock.source_date_epoch;
     let packages: Vec<&LockedPackage> = lock.image_packages().collect();
     let unpacked = unpack_all(store, inputs.progress, &packages)?;
+    let controls = unpacked
+        .iter()
+        .map(|(package, contents)| (*package, contents.control_text()));
+    let requests: Vec<String> = plan.packages.keys().cloned().collect();
+    lock.check_packages(controls, &requests, &plan.provides)?;
     let mut tree = install_packages(&unpacked, epoch);
     write_dpkg_status(&mut tree, &unpacked, epoch);
     for dir in &inputs.overlays {
