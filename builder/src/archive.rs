@@ -62,9 +62,9 @@ impl Archive {
                             path: path.clone(),
                         })?;
                 let url_path = format!("dists/{suite}/{path}");
-                fetcher.ensure(store, &url_path, *size, sha256, |_| {})?;
+                let compressed = fetcher.read(store, &url_path, *size, sha256)?;
                 let mut text = String::new();
-                xz2::read::XzDecoder::new(store.open_blob(sha256).map_err(FetchError::from)?)
+                xz2::read::XzDecoder::new(&compressed[..])
                     .read_to_string(&mut text)
                     .map_err(|e| IndexError {
                         file: url_path.clone(),
