@@ -366,7 +366,46 @@ impl Pipeline {
     /// The whole build: stages 2 to 7 for the board's output kind. A
     /// `rootfs_tar` path also writes the root filesystem there (for a
     /// `rootfs-tar` board it is the product).
+    ///
+    /// A damaged cache entry found on the way is removed by the store (see
+    /// [`Store::evictions`]); the build then runs again, which fetches or
+    /// unpacks what was removed. Each retry needs a new removal, so this
+    /// ends.
     pub fn build(
+        &self,
+        out_dir: &Path,
+        outputs: &OutputOptions,
+        rootfs_tar: Option<&Path>,
+    ) -> Result<(RootfsSummary, Product)> {
+        // A damaged blob, then the damaged package it is unpacked from.
+        const RETRIES: usize = 3;
+        let mut evictions = self.store.evictions();
+        let mut attempt = 0;
+        loop {
+            let error = match self.build_stages(out_dir, outputs, rootfs_tar) {
+                Ok(product) => return Ok(product),
+                Err(error) => error,
+            };
+            let removed = self.store.evicted();
+            if removed.len() > evictions && attempt < RETRIES {
+                tracing::warn!("{error:#}");
+                tracing::warn!("building again, to replace the damaged cache entries");
+                evictions = removed.len();
+                attempt += 1;
+                continue;
+            }
+            if removed.is_empty() {
+                return Err(error);
+            }
+            let removed: Vec<String> = removed.iter().map(|p| p.display().to_string()).collect();
+            return Err(error.context(format!(
+                "damaged cache entries were found and removed ({}), and could not be replaced",
+                removed.join(", ")
+            )));
+        }
+    }
+
+    fn build_stages(
         &self,
         out_dir: &Path,
         outputs: &OutputOptions,

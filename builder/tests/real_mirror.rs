@@ -168,6 +168,84 @@ fn qemu_virt_image_is_complete_and_reproducible_from_empty_caches() {
 
     check_tree(&tree, &context);
     check_image(&tree, &built, out_a.path());
+    repairs_a_tampered_cache(cache_b.path(), &out_a.path().join("vinyl-qemu-virt.img"));
+}
+
+/// What a hostile or failing disk does to the cache of a finished build
+/// (`cache`), and what the next build must do about it: a byte flipped in
+/// an unpacked file and a crafted `.deb` swapped in under the genuine
+/// package's digest are both found, removed and replaced (from the mirror),
+/// and the image is byte-identical to `clean_image`. Offline, the same
+/// damage is one clear error naming the package and the cache entry.
+fn repairs_a_tampered_cache(cache: &Path, clean_image: &Path) {
+    let project = workspace();
+    let context = Pipeline::new(project.clone(), &options(&project, cache)).unwrap();
+    let lock = context.locked().unwrap();
+    let store = &context.store;
+    let (_, tree) = context.rootfs().unwrap();
+    let less = lock.packages.iter().find(|p| p.name == "less").unwrap();
+    let Some(Kind::File {
+        content: builder::rootfs::tree::Content::Blob(blob),
+        ..
+    }) = tree.get("usr/bin/less").map(|n| n.kind.clone())
+    else {
+        panic!("/usr/bin/less is not a stored file");
+    };
+    let unpacked_records = cache.join("unpacked-v2");
+    let mut flipped = std::fs::read(store.path(&blob)).unwrap();
+    flipped[1000] ^= 0x40;
+
+    let tamper = || {
+        // One byte of the unpacked /usr/bin/less flipped in the store.
+        std::fs::write(store.path(&blob), &flipped).unwrap();
+        // A crafted package under the genuine digest of `less`, which must
+        // be unpacked again (its record is gone).
+        std::fs::write(
+            store.path(&less.sha256),
+            b"!<arch>\ncrafted package that replaces /usr/bin/less",
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(unpacked_records.join(format!("{}.json", less.sha256)));
+    };
+
+    // Offline (a mirror that refuses every connection): one clear error.
+    tamper();
+    let mut offline = options(&project, cache);
+    offline.mirror = Some("http://127.0.0.1:9/debian".into());
+    let out = tempfile::tempdir().unwrap();
+    let outputs = builder::image::OutputOptions {
+        gzip: false,
+        xz_level: 0,
+    };
+    let error = Pipeline::new(project.clone(), &offline)
+        .unwrap()
+        .build(out.path(), &outputs, None)
+        .unwrap_err();
+    let error = format!("{error:#}");
+    assert!(error.contains("package less"), "{error}");
+    assert!(error.contains(&less.filename), "{error}");
+    let entry = store.path(&less.sha256).display().to_string();
+    assert!(error.contains(&entry), "{error}");
+    assert!(!out.path().join("vinyl-qemu-virt.img").exists());
+
+    // Online: repaired, and the image is what a clean cache gives.
+    tamper();
+    let context = Pipeline::new(project.clone(), &options(&project, cache)).unwrap();
+    let (_, product) = context.build(out.path(), &outputs, None).unwrap();
+    let builder::pipeline::Product::SdImage(built) = product else {
+        panic!("qemu-virt is an SD image");
+    };
+    let digest = |path: &Path| builder::store::sha256_hex(&std::fs::read(path).unwrap());
+    assert_eq!(
+        digest(&built.image),
+        digest(clean_image),
+        "the image from a repaired cache differs from a clean build"
+    );
+    assert!(context.store.evictions() >= 2, "both damaged entries found");
+    assert_eq!(
+        builder::store::sha256_hex(&std::fs::read(store.path(&less.sha256)).unwrap()),
+        less.sha256
+    );
 }
 
 fn check_tree(tree: &Tree, context: &Pipeline) {
