@@ -199,3 +199,56 @@ pub fn build_crates(build: &CrossBuild) -> Result<Vec<(String, PathBuf)>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rootfs::tree::Node;
+
+    #[test]
+    fn materialize_links_store_blobs_and_never_follows_host_paths() {
+        let cache = tempfile::tempdir().unwrap();
+        let store = Store::open(cache.path()).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "host file").unwrap();
+
+        let mut tree = Tree::new(0);
+        let blob = store.insert(b"libc").unwrap();
+        let mut libc = Node::file(Vec::new(), 0o644, 0);
+        libc.kind = Kind::File {
+            size: 4,
+            content: Content::Blob(blob.clone()),
+        };
+        tree.insert("usr/lib/libc.so", libc);
+        // A symlink out of the sysroot, and a hard link through it: the
+        // link must not reach the host file.
+        let host = outside.path().display().to_string();
+        tree.insert("usr/lib/out", Node::symlink(host, 0));
+        let mut through = Node::file(Vec::new(), 0o644, 0);
+        through.kind = Kind::Hardlink {
+            target: "usr/lib/out/secret".into(),
+        };
+        tree.insert("usr/lib/stolen", through);
+        let mut alias = Node::file(Vec::new(), 0o644, 0);
+        alias.kind = Kind::Hardlink {
+            target: "usr/lib/libc.so".into(),
+        };
+        tree.insert("usr/lib/libc.so.6", alias);
+
+        let dir = tempfile::tempdir().unwrap();
+        materialize(&tree, &store, dir.path()).unwrap();
+        assert_eq!(
+            std::fs::read(dir.path().join("usr/lib/libc.so.6")).unwrap(),
+            b"libc"
+        );
+        assert!(!dir.path().join("usr/lib/stolen").exists());
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "host file"
+        );
+
+        // Materialising again over existing files fails instead of
+        // overwriting them.
+        assert!(materialize(&tree, &store, dir.path()).is_err());
+    }
+}
