@@ -2,11 +2,13 @@
 //! version, path and SHA-256, plus the archive date that becomes
 //! SOURCE_DATE_EPOCH. A build with a lock never re-resolves.
 
+use crate::archive::Pinned;
 use crate::config::{Board, Plan};
 use crate::store::sha256_hex;
 use debian::relation::parse_relation;
 use debian::release::Release;
 use debian::resolve::{self, ResolveError, Universe};
+use debian::version::Version;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -212,6 +214,17 @@ impl Lock {
         Ok(Some(lock))
     }
 
+    /// The archive this lock was made from, as the floor for the next one
+    /// (`path` is where the lock is, for errors).
+    pub fn pinned(&self, path: &Path) -> Pinned {
+        Pinned {
+            lock: path.to_path_buf(),
+            board: self.board.clone(),
+            date: self.release_date.clone(),
+            timestamp: self.source_date_epoch,
+        }
+    }
+
     /// Checks the lock still matches the board's requests.
     pub fn check_fresh(&self, path: &Path, board: &Board, plan: &Plan) -> Result<(), LockError> {
         if self.inputs != inputs_digest(board, plan) {
@@ -272,8 +285,19 @@ impl Lock {
     }
 }
 
-/// Human-readable changes from `old` to `new`, one line each, sorted by name.
+/// Human-readable changes from `old` to `new`, one line each: the archive
+/// date if it changed, then packages sorted by name. A package that would
+/// move to an older version is marked `DOWNGRADE`.
 pub fn diff(old: Option<&Lock>, new: &Lock) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(old) = old
+        && old.release_date != new.release_date
+    {
+        lines.push(format!(
+            "  release date: {} -> {}",
+            old.release_date, new.release_date
+        ));
+    }
     let old: BTreeMap<&str, &LockedPackage> = old
         .into_iter()
         .flat_map(|lock| &lock.packages)
@@ -284,17 +308,30 @@ pub fn diff(old: Option<&Lock>, new: &Lock) -> Vec<String> {
     let mut names: Vec<&str> = old.keys().chain(new_map.keys()).copied().collect();
     names.sort();
     names.dedup();
-    names
-        .into_iter()
-        .filter_map(|name| match (old.get(name), new_map.get(name)) {
-            (None, Some(p)) => Some(format!("  added    {name} {}", p.version)),
-            (Some(p), None) => Some(format!("  removed  {name} {}", p.version)),
-            (Some(a), Some(b)) if a.version != b.version => {
-                Some(format!("  updated  {name} {} -> {}", a.version, b.version))
-            }
-            _ => None,
-        })
-        .collect()
+    lines.extend(
+        names
+            .into_iter()
+            .filter_map(|name| match (old.get(name), new_map.get(name)) {
+                (None, Some(p)) => Some(format!("  added    {name} {}", p.version)),
+                (Some(p), None) => Some(format!("  removed  {name} {}", p.version)),
+                (Some(a), Some(b)) if is_downgrade(&a.version, &b.version) => {
+                    Some(format!("  DOWNGRADE {name} {} -> {}", a.version, b.version))
+                }
+                (Some(a), Some(b)) if a.version != b.version => {
+                    Some(format!("  updated  {name} {} -> {}", a.version, b.version))
+                }
+                _ => None,
+            }),
+    );
+    lines
+}
+
+/// Whether going from version `old` to `new` goes back, by dpkg's ordering.
+fn is_downgrade(old: &str, new: &str) -> bool {
+    match (Version::parse(old), Version::parse(new)) {
+        (Ok(old), Ok(new)) => new < old,
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -367,5 +404,30 @@ mod tests {
             diff(Some(&old), &new),
             ["  updated  b 1 -> 2", "  removed  c 1", "  added    d 1"]
         );
+    }
+
+    #[test]
+    fn diff_shows_the_date_change_and_marks_downgrades() {
+        let old = lock(vec![
+            package("a", "2.0"),
+            package("b", "1.0~rc1"),
+            package("c", "1:0.5"),
+        ]);
+        let mut new = lock(vec![
+            package("a", "1.0"),
+            package("b", "1.0"),
+            package("c", "2.0"),
+        ]);
+        new.release_date = "Sat, 19 Sep 2026 07:55:41 UTC".into();
+        assert_eq!(
+            diff(Some(&old), &new),
+            [
+                "  release date: Sat, 12 Sep 2026 07:55:41 UTC -> Sat, 19 Sep 2026 07:55:41 UTC",
+                "  DOWNGRADE a 2.0 -> 1.0",
+                "  updated  b 1.0~rc1 -> 1.0",
+                "  DOWNGRADE c 1:0.5 -> 2.0",
+            ]
+        );
+        assert_eq!(diff(None, &new).len(), 3, "a new lock lists only packages");
     }
 }
