@@ -452,12 +452,21 @@ pub fn toml_error_message(text: &str, error: &toml::de::Error) -> String {
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
+            let line = line_at(text, span.start);
             let column = span.start - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!("line {line}, column {column}: {}", error.message().trim())
         }
         None => error.message().trim().to_string(),
     }
+}
+
+/// The line number (from 1) of a byte offset in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Everything the recipes of a board ask for, merged in recipe order.
