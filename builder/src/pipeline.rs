@@ -113,8 +113,10 @@ impl Pipeline {
     pub fn new(project: Project, options: &Options) -> Result<Self> {
         let mut board = project.board(&options.board)?;
         for name in &options.extra_recipes {
-            if !board.recipes.contains(name) {
-                board.recipes.push(name.clone());
+            let name = crate::values::RecipeName::try_from(name.clone())
+                .map_err(|e| anyhow::anyhow!("--recipe: {e}"))?;
+            if !board.recipes.contains(&name) {
+                board.recipes.push(name);
             }
         }
         options
