@@ -2,7 +2,9 @@
 //! image. Loading is strict: unknown keys and missing files are errors that
 //! name the file, line and fix.
 
-use crate::values::{Hostname, SshPublicKey, WifiPassphrase};
+use crate::values::{
+    Hostname, OverlayName, PLAIN_NAME, RecipeName, SshPublicKey, WifiPassphrase, is_plain_name,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -13,6 +15,14 @@ use std::path::{Path, PathBuf};
 pub enum ConfigError {
     #[error("unknown board {name:?}; available boards: {}. Add boards/{name}.toml to create it", available.join(", "))]
     UnknownBoard {
+        name: String,
+        available: Vec<String>,
+    },
+    #[error(
+        "board name {name:?} is not {PLAIN_NAME}: a board is named by its file, boards/<name>.toml; give --board one of: {}",
+        available.join(", ")
+    )]
+    BadBoardName {
         name: String,
         available: Vec<String>,
     },
@@ -47,7 +57,7 @@ pub struct Board {
     #[serde(default = "default_components")]
     pub components: Vec<String>,
     /// Recipes (names under `recipes/`) in the order they apply.
-    pub recipes: Vec<String>,
+    pub recipes: Vec<RecipeName>,
     /// What a build of this board produces.
     #[serde(default)]
     pub output: OutputKind,
@@ -279,7 +289,7 @@ pub struct Recipe {
     pub initramfs_packages: Vec<String>,
     /// Directories under `overlay/` copied onto the root, owned by root.
     #[serde(default)]
-    pub overlay: Vec<String>,
+    pub overlay: Vec<OverlayName>,
     /// systemd units to enable (in addition to presets).
     #[serde(default)]
     pub services: Vec<String>,
@@ -378,6 +388,12 @@ impl Project {
 
     /// Loads a board by name.
     pub fn board(&self, name: &str) -> Result<Board, ConfigError> {
+        if !is_plain_name(name) {
+            return Err(ConfigError::BadBoardName {
+                name: name.to_string(),
+                available: self.board_names(),
+            });
+        }
         let file = self.boards_dir().join(format!("{name}.toml"));
         if !file.is_file() {
             return Err(ConfigError::UnknownBoard {
@@ -416,16 +432,16 @@ impl Project {
                 if !file.is_file() {
                     return Err(ConfigError::UnknownRecipe {
                         file: board_file.clone(),
-                        name: name.clone(),
+                        name: name.to_string(),
                     });
                 }
                 let mut recipe: Recipe = parse_toml(&file)?;
-                recipe.name = name.clone();
+                recipe.name = name.to_string();
                 for overlay in &recipe.overlay {
-                    if !self.overlay_dir(overlay).is_dir() {
+                    if !self.overlay_dir(overlay.as_str()).is_dir() {
                         return Err(ConfigError::UnknownOverlay {
                             file: file.clone(),
-                            name: overlay.clone(),
+                            name: overlay.to_string(),
                         });
                     }
                 }
@@ -452,12 +468,21 @@ pub fn toml_error_message(text: &str, error: &toml::de::Error) -> String {
     match error.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
+            let line = line_at(text, span.start);
             let column = span.start - before.rfind('\n').map_or(0, |i| i + 1) + 1;
             format!("line {line}, column {column}: {}", error.message().trim())
         }
         None => error.message().trim().to_string(),
     }
+}
+
+/// The line number (from 1) of a byte offset in `text`.
+pub fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Everything the recipes of a board ask for, merged in recipe order.
@@ -514,7 +539,8 @@ impl Plan {
                 }
             }
             plan.provides.extend(recipe.provides.iter().cloned());
-            plan.overlays.extend(recipe.overlay.iter().cloned());
+            plan.overlays
+                .extend(recipe.overlay.iter().map(OverlayName::to_string));
             plan.services.extend(recipe.services.iter().cloned());
             plan.users.extend(recipe.users.iter().cloned());
             plan.modules.extend(recipe.modules.iter().cloned());
@@ -594,6 +620,47 @@ mod tests {
         let board = project.board("test").unwrap();
         let error = project.recipes(&board).unwrap_err().to_string();
         assert!(error.contains("overlay/gone does not exist"), "{error}");
+    }
+
+    #[test]
+    fn recipe_overlay_and_board_names_are_plain_names() {
+        let (_dir, project) = project(&[
+            (
+                "boards/test.toml",
+                "description = \"x\"\nhostname = \"t\"\nrecipes = [\n  \"base\",\n  \"../../etc/x\",\n]\n[kernel]\npackage = \"k\"\n",
+            ),
+            ("boards/ok.toml", BOARD),
+            (
+                "recipes/base.toml",
+                "packages = []\noverlay = [\"base\", \"../../somewhere\"]\n",
+            ),
+            ("overlay/base/etc/motd", "hi"),
+        ]);
+        let error = project.board("test").unwrap_err().to_string();
+        assert!(error.contains("test.toml: line 5, column 3"), "{error}");
+        assert!(
+            error.contains("recipe \"../../etc/x\" is not a plain name"),
+            "{error}"
+        );
+        assert!(error.contains("recipes/<name>.toml"), "{error}");
+
+        let board = project.board("ok").unwrap();
+        let error = project.recipes(&board).unwrap_err().to_string();
+        assert!(error.contains("base.toml: line 2, column 20"), "{error}");
+        assert!(
+            error.contains("overlay \"../../somewhere\" is not a plain name"),
+            "{error}"
+        );
+        assert!(error.contains("overlay/<name>/"), "{error}");
+
+        for bad in ["../boards/ok", "..", "/etc/passwd", "a/b"] {
+            let error = project.board(bad).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("board name {bad:?} is not a plain name")),
+                "{error}"
+            );
+            assert!(error.contains("give --board one of: ok, test"), "{error}");
+        }
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::rootfs::tree::Tree;
 use crate::store::Store;
 use crate::{boot, cross, doctor, export, image, rootfs};
 use anyhow::{Context as _, Result};
+use debian::release::Keyring;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 
@@ -112,8 +113,10 @@ impl Pipeline {
     pub fn new(project: Project, options: &Options) -> Result<Self> {
         let mut board = project.board(&options.board)?;
         for name in &options.extra_recipes {
-            if !board.recipes.contains(name) {
-                board.recipes.push(name.clone());
+            let name = crate::values::RecipeName::try_from(name.clone())
+                .map_err(|e| anyhow::anyhow!("--recipe: {e}"))?;
+            if !board.recipes.contains(&name) {
+                board.recipes.push(name);
             }
         }
         options
@@ -152,17 +155,20 @@ impl Pipeline {
         self.project.lock_path(&self.board.name)
     }
 
-    /// Resolves against the mirror's current archive.
-    fn resolve(&self) -> Result<Lock> {
+    /// Resolves against the mirror's current archive, which must be no
+    /// older than the one the existing lock (`old`) was made from.
+    fn resolve(&self, old: Option<&Lock>) -> Result<Lock> {
         let fetcher = Fetcher::new(self.mirror()?);
         let stage = self.progress.stage("index", 0, false);
         let architecture = self.board.architecture.debian_name();
         let archive = Archive::load(
             &fetcher,
             &self.store,
+            &Keyring::debian_trixie(),
             &self.board.suite,
             &self.board.components,
             architecture,
+            old.map(|lock| lock.pinned(&self.lock_path())).as_ref(),
         )?;
         stage.finish(&format!(
             "{} {} ({architecture})",
@@ -188,7 +194,7 @@ impl Pipeline {
         {
             return Ok((old.clone(), Vec::new()));
         }
-        let new = self.resolve()?;
+        let new = self.resolve(old.as_ref())?;
         let changes = lock::diff(old.as_ref(), &new);
         new.write(&path)?;
         Ok((new, changes))

@@ -29,6 +29,12 @@ pub fn sha256_hex(bytes: &[u8]) -> Sha256Hex {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Whether `text` is a digest as the store names blobs: exactly 64
+/// lowercase hex digits.
+pub fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The store rooted at a cache directory.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -106,7 +112,13 @@ impl Store {
     }
 
     /// Where the blob with this digest lives (whether or not it exists).
+    /// Digests come from the store itself or from a validated lock; anything
+    /// else (which would be a bug) maps to a name no blob is ever stored
+    /// under, inside the store: never a panic, never a path outside it.
     pub fn path(&self, sha256: &str) -> PathBuf {
+        if !is_sha256_hex(sha256) {
+            return self.root.join("sha256").join("not-a-digest");
+        }
         self.root
             .join("sha256")
             .join(&sha256[..2])
@@ -349,6 +361,17 @@ mod tests {
             0,
             "no temp files left"
         );
+    }
+
+    #[test]
+    fn an_odd_digest_never_panics_nor_leaves_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for odd in ["", "a", "../../etc/passwd", &"A".repeat(64), "é"] {
+            assert!(store.path(odd).starts_with(dir.path().join("sha256")));
+            assert!(!store.contains(odd));
+            assert!(store.read(odd).is_err());
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Checked value types for settings a user gives, in a board file or on the
 //! command line alike: each is parsed once, with an error that says what a
-//! valid value looks like, and is valid from then on. Board files
+//! valid value looks like, and is valid from then on. Names of recipes,
+//! overlays and boards are plain names, so they can't reach outside their
+//! folders (`overlay = ["../../somewhere"]`). Board files
 //! deserialise straight into them (TOML errors then carry the line); the
 //! CLI parses flags into the same types.
 
@@ -132,11 +134,139 @@ impl fmt::Debug for WifiPassphrase {
     }
 }
 
+/// Whether `name` is a plain name: `[A-Za-z0-9][A-Za-z0-9._-]*`. It names
+/// one file or directory in its folder: never `.`, `..` or a path.
+pub fn is_plain_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// What a plain name looks like, for errors.
+pub const PLAIN_NAME: &str =
+    "a plain name (letters, digits, `.`, `_` and `-`, starting with a letter or digit; no `/`)";
+
+/// Deserialises a checked string type while the value's own deserializer
+/// is still on it, so a TOML error points at the value itself (in an
+/// array, at the element rather than at the whole array, as `try_from`
+/// would).
+fn deserialize_checked<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<String, Error = String>,
+{
+    struct Checked<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<String, Error = String>> serde::de::Visitor<'_> for Checked<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a string")
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<T, E> {
+            T::try_from(text.to_string()).map_err(E::custom)
+        }
+    }
+    deserializer.deserialize_string(Checked(std::marker::PhantomData))
+}
+
+/// The name of a recipe: the file `recipes/<name>.toml`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeName(String);
+
+impl<'de> Deserialize<'de> for RecipeName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_checked(deserializer)
+    }
+}
+
+impl RecipeName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RecipeName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        if is_plain_name(&name) {
+            Ok(RecipeName(name))
+        } else {
+            Err(format!(
+                "recipe {name:?} is not {PLAIN_NAME}: write the name of a file recipes/<name>.toml (without `.toml`), not a path"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for RecipeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The name of an overlay: the directory `overlay/<name>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayName(String);
+
+impl<'de> Deserialize<'de> for OverlayName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_checked(deserializer)
+    }
+}
+
+impl OverlayName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for OverlayName {
+    type Error = String;
+    fn try_from(name: String) -> Result<Self, String> {
+        if is_plain_name(&name) {
+            Ok(OverlayName(name))
+        } else {
+            Err(format!(
+                "overlay {name:?} is not {PLAIN_NAME}: write the name of a directory overlay/<name>/, not a path"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for OverlayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGv5 user@host";
+
+    #[test]
+    fn plain_names_stay_in_their_folder() {
+        for good in ["base", "test-shell", "vinyl_streamd", "a.b", "0", "X"] {
+            assert!(is_plain_name(good), "{good:?}");
+            assert_eq!(
+                RecipeName::try_from(good.to_string()).unwrap().as_str(),
+                good
+            );
+            assert_eq!(
+                OverlayName::try_from(good.to_string()).unwrap().as_str(),
+                good
+            );
+        }
+        for bad in [
+            "", ".", "..", "../x", "a/b", "/etc", ".hidden", "-x", "a b", "ä",
+        ] {
+            assert!(!is_plain_name(bad), "{bad:?}");
+            let error = OverlayName::try_from(bad.to_string()).unwrap_err();
+            assert!(error.contains("overlay/<name>/"), "{error}");
+            let error = RecipeName::try_from(bad.to_string()).unwrap_err();
+            assert!(error.contains("recipes/<name>.toml"), "{error}");
+        }
+    }
 
     #[test]
     fn hostnames_are_one_dns_label() {

@@ -116,6 +116,9 @@ pub struct Release {
     pub date: String,
     /// `Date` as seconds since the epoch: the images' SOURCE_DATE_EPOCH.
     pub timestamp: i64,
+    /// `Valid-Until` as seconds since the epoch, if the archive sets one:
+    /// after it, the file is stale and must not be trusted.
+    pub valid_until: Option<i64>,
     pub components: Vec<String>,
     /// `SHA256` entries: path relative to `dists/<suite>/` → (size, hex digest).
     pub sha256: BTreeMap<String, (u64, String)>,
@@ -149,6 +152,16 @@ impl Release {
         let date = field("Date")?.to_string();
         let timestamp = parse_rfc2822_utc(&date)
             .ok_or_else(|| malformed(format!("unreadable Date {date:?}")))?;
+        let valid_until = paragraph
+            .get("Valid-Until")
+            .map(|text| {
+                parse_rfc2822_utc(text).ok_or_else(|| {
+                    malformed(format!(
+                        "unreadable Valid-Until {text:?} (expected a date like `Sat, 12 Sep 2026 07:55:41 UTC`)"
+                    ))
+                })
+            })
+            .transpose()?;
         let mut sha256 = BTreeMap::new();
         for line in field("SHA256")?.lines() {
             let parts: Vec<&str> = line.split_whitespace().collect();
@@ -165,6 +178,7 @@ impl Release {
             suite,
             date,
             timestamp,
+            valid_until,
             components: field("Components")?
                 .split_whitespace()
                 .map(String::from)
@@ -198,6 +212,45 @@ pub fn parse_rfc2822_utc(date: &str) -> Option<i64> {
         .collect::<Option<_>>()?;
     let [h, m, s] = hms[..] else { return None };
     Some(days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s)
+}
+
+/// Formats seconds since the Unix epoch the way the archive writes dates:
+/// `Sat, 12 Sep 2026 07:55:41 UTC` (the inverse of [`parse_rfc2822_utc`]).
+pub fn format_rfc2822_utc(timestamp: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (days, seconds) = (timestamp.div_euclid(86_400), timestamp.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    format!(
+        "{}, {day:02} {} {year} {:02}:{:02}:{:02} UTC",
+        DAYS[days.rem_euclid(7) as usize],
+        MONTHS[(month - 1) as usize],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+/// The proleptic Gregorian date (year, month, day) of a day number since
+/// 1970-01-01 (Howard Hinnant's algorithm, the inverse of `days_from_civil`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
@@ -279,5 +332,33 @@ mod tests {
             Some(1_789_199_741)
         );
         assert_eq!(parse_rfc2822_utc("Sat, 12 Sep 2026 07:55:41 CEST"), None);
+        for date in [
+            "Thu, 01 Jan 1970 00:00:00 UTC",
+            "Sat, 12 Sep 2026 07:55:41 UTC",
+            "Tue, 29 Feb 2000 23:59:59 UTC",
+            "Wed, 31 Dec 1969 23:59:59 UTC",
+            "Mon, 01 Mar 2100 12:00:00 UTC",
+        ] {
+            let timestamp = parse_rfc2822_utc(date).unwrap();
+            assert_eq!(format_rfc2822_utc(timestamp), date);
+        }
+    }
+
+    #[test]
+    fn valid_until_is_read_when_present() {
+        let text = "Suite: stable\nCodename: trixie\nDate: Sat, 12 Sep 2026 07:55:41 UTC\nValid-Until: Sat, 19 Sep 2026 07:55:41 UTC\nComponents: main\nSHA256:\n";
+        let release = Release::parse("InRelease", text, "trixie").unwrap();
+        assert_eq!(release.valid_until, Some(1_789_199_741 + 7 * 86_400));
+        let without = text.replace("Valid-Until: Sat, 19 Sep 2026 07:55:41 UTC\n", "");
+        let release = Release::parse("InRelease", &without, "trixie").unwrap();
+        assert_eq!(release.valid_until, None);
+        let garbled = text.replace("Sat, 19 Sep", "next week");
+        let error = Release::parse("InRelease", &garbled, "trixie")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("InRelease: unreadable Valid-Until"),
+            "{error}"
+        );
     }
 }

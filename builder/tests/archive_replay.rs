@@ -1,0 +1,260 @@
+//! A mirror that replays an old, validly signed archive must not move a
+//! lock back in time (and roll security updates back with it), and an
+//! archive past its `Valid-Until` must not be trusted. The test signs its
+//! own small archive with a key it makes, serves it from a loopback HTTP
+//! server it starts, and loads it through `Archive::load` — the function
+//! `builder lock` (`Pipeline::lock`) resolves through.
+
+use builder::archive::{Archive, ArchiveError, Pinned};
+use builder::fetch::Fetcher;
+use builder::mirror::Mirror;
+use builder::store::{Store, sha256_hex};
+use debian::relation::parse_relation;
+use debian::release::{Keyring, ReleaseError, format_rfc2822_utc};
+use pgp::composed::{
+    ArmorOptions, CleartextSignedMessage, KeyType, SecretKeyParamsBuilder, SignedSecretKey,
+};
+use pgp::types::Password;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAY: i64 = 86_400;
+const SUITE: &str = "trixie";
+
+/// A signing key of our own and the keyring that trusts only it.
+fn signing_key() -> (SignedSecretKey, Keyring) {
+    let mut params = SecretKeyParamsBuilder::default();
+    params
+        .key_type(KeyType::Ed25519Legacy)
+        .can_certify(true)
+        .can_sign(true)
+        .primary_user_id("Test Archive Signing Key <archive@example.invalid>".into());
+    let key = params
+        .build()
+        .unwrap()
+        .generate(rand::thread_rng())
+        .unwrap();
+    let armored = key
+        .to_public_key()
+        .to_armored_string(ArmorOptions::default())
+        .unwrap();
+    let keyring = Keyring::from_armored(&[("test-archive.asc", &armored)]).unwrap();
+    (key, keyring)
+}
+
+/// `main/binary-arm64/Packages.xz` with one package.
+fn packages_xz() -> Vec<u8> {
+    let text = format!(
+        "Package: hello\nVersion: 1.0-1\nArchitecture: arm64\nFilename: pool/main/h/hello/hello_1.0-1_arm64.deb\nSize: 1234\nSHA256: {}\n\n",
+        sha256_hex(b"hello")
+    );
+    let mut xz = Vec::new();
+    let mut encoder = xz2::write::XzEncoder::new(&mut xz, 6);
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap();
+    xz
+}
+
+/// The suite's `InRelease`, dated `date`, signed by `key`.
+fn in_release(key: &SignedSecretKey, date: i64, valid_until: Option<i64>, index: &[u8]) -> String {
+    let mut text = format!(
+        "Origin: Test\nSuite: stable\nCodename: {SUITE}\nDate: {}\n",
+        format_rfc2822_utc(date)
+    );
+    if let Some(valid_until) = valid_until {
+        text.push_str(&format!(
+            "Valid-Until: {}\n",
+            format_rfc2822_utc(valid_until)
+        ));
+    }
+    text.push_str(&format!(
+        "Architectures: arm64\nComponents: main\nSHA256:\n {} {} main/binary-arm64/Packages.xz\n",
+        sha256_hex(index),
+        index.len()
+    ));
+    CleartextSignedMessage::sign(
+        rand::thread_rng(),
+        &text,
+        &key.primary_key,
+        &Password::empty(),
+    )
+    .unwrap()
+    .to_armored_string(ArmorOptions::default())
+    .unwrap()
+}
+
+/// Serves `files` (path → bytes) over HTTP on a loopback port, from a
+/// thread that lives as long as the test process; returns the mirror URL.
+fn serve(files: BTreeMap<String, Vec<u8>>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request.split_whitespace().nth(1).unwrap_or("/");
+            let response = match files.get(path) {
+                Some(body) => {
+                    let mut response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    response.extend_from_slice(body);
+                    response
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    format!("http://127.0.0.1:{port}/debian")
+}
+
+/// A mirror serving the suite signed by `key`, dated `date`.
+fn mirror(key: &SignedSecretKey, date: i64, valid_until: Option<i64>) -> Mirror {
+    let index = packages_xz();
+    let release = in_release(key, date, valid_until, &index);
+    let url = serve(BTreeMap::from([
+        (
+            format!("/debian/dists/{SUITE}/InRelease"),
+            release.into_bytes(),
+        ),
+        (
+            format!("/debian/dists/{SUITE}/main/binary-arm64/Packages.xz"),
+            index,
+        ),
+    ]));
+    Mirror {
+        url,
+        origin: "test".into(),
+    }
+}
+
+/// An existing lock made from the archive of `date`.
+fn pinned(date: i64) -> Pinned {
+    Pinned {
+        lock: PathBuf::from("boards/test.lock"),
+        board: "test".into(),
+        date: format_rfc2822_utc(date),
+        timestamp: date,
+    }
+}
+
+fn load(
+    mirror: Mirror,
+    keyring: &Keyring,
+    pinned: Option<&Pinned>,
+) -> Result<Archive, ArchiveError> {
+    let cache = tempfile::tempdir().unwrap();
+    let store = Store::open(cache.path()).unwrap();
+    Archive::load(
+        &Fetcher::new(mirror),
+        &store,
+        keyring,
+        SUITE,
+        &["main".to_string()],
+        "arm64",
+        pinned,
+    )
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn an_archive_as_new_as_the_lock_or_newer_is_loaded() {
+    let (key, keyring) = signing_key();
+    let locked = now() - 10 * DAY;
+    for date in [locked, locked + DAY] {
+        let archive = load(
+            mirror(&key, date, Some(now() + 7 * DAY)),
+            &keyring,
+            Some(&pinned(locked)),
+        )
+        .unwrap();
+        assert_eq!(archive.release.timestamp, date);
+        let request = (parse_relation("hello").unwrap(), "test".to_string());
+        debian::resolve::resolve(&archive.universe, &[request], &Default::default()).unwrap();
+    }
+}
+
+#[test]
+fn an_archive_older_than_the_lock_is_refused_as_a_replay() {
+    let (key, keyring) = signing_key();
+    let locked = now() - 10 * DAY;
+    let older = locked - 30 * DAY;
+    let served = mirror(&key, older, None);
+    let in_release = format!("{}/dists/{SUITE}/InRelease", served.url);
+    let error = load(served, &keyring, Some(&pinned(locked)))
+        .err()
+        .expect("the archive must be refused");
+    assert!(matches!(error, ArchiveError::Older { .. }), "{error}");
+    let error = error.to_string();
+    for expected in [
+        in_release.as_str(),
+        &format_rfc2822_utc(older),
+        &format_rfc2822_utc(locked),
+        "boards/test.lock",
+        "replayed or stale mirror",
+        "Use an up-to-date mirror",
+        "delete boards/test.lock and run `cargo run -p builder -- lock --board test`",
+    ] {
+        assert!(error.contains(expected), "{expected:?} missing in: {error}");
+    }
+    // Without a lock to compare with, the same archive is fine.
+    load(mirror(&key, older, None), &keyring, None).unwrap();
+}
+
+#[test]
+fn an_archive_past_its_valid_until_is_refused() {
+    let (key, keyring) = signing_key();
+    let date = now() - 10 * DAY;
+    let valid_until = now() - 3 * DAY;
+    let served = mirror(&key, date, Some(valid_until));
+    let in_release = format!("{}/dists/{SUITE}/InRelease", served.url);
+    let error = load(served, &keyring, None)
+        .err()
+        .expect("the archive must be refused");
+    assert!(matches!(error, ArchiveError::Expired { .. }), "{error}");
+    let error = error.to_string();
+    assert!(error.contains(&in_release), "{error}");
+    assert!(
+        error.contains(&format!("expired at {}", format_rfc2822_utc(valid_until))),
+        "{error}"
+    );
+    assert!(error.contains("up-to-date mirror"), "{error}");
+}
+
+#[test]
+fn only_the_given_keyring_is_trusted() {
+    let (key, _) = signing_key();
+    let (_, other) = signing_key();
+    let error = load(mirror(&key, now(), None), &other, None)
+        .err()
+        .expect("the archive must be refused");
+    assert!(
+        matches!(
+            error,
+            ArchiveError::Release(ReleaseError::BadSignature { .. })
+        ),
+        "{error}"
+    );
+}
