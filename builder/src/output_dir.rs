@@ -216,9 +216,14 @@ impl OutputDir {
 
 /// Checks, without locking, that `path` could be an output directory: new,
 /// empty, or holding an earlier build. For failing before a long build.
+/// Creates nothing.
 pub fn check(path: &Path) -> Result<()> {
-    let (resolved, _, _) = resolve(path)?;
-    refuse_foreign(&resolved)
+    match fs::canonicalize(path) {
+        Ok(resolved) => refuse_foreign(&resolved),
+        // New (or a dangling link, which `OutputDir::lock` names).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("output directory {}", path.display())),
+    }
 }
 
 /// A staging directory being filled; see [`Staging::publish`].
