@@ -100,6 +100,35 @@ fn staging(out: &Path) -> Option<PathBuf> {
         .map(|n| out.parent().unwrap().join(n))
 }
 
+/// Sends SIGTERM to `child` as soon as `ready` (polled) says it is in the
+/// middle of `what`; returns how it ended and what it printed.
+fn terminate_when(
+    mut child: std::process::Child,
+    ready: impl Fn() -> bool,
+    what: &str,
+) -> (ExitStatus, String) {
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "the build ended ({status}) before it was seen {what}; stderr: {}",
+                std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default()
+            );
+        }
+        assert!(Instant::now() < deadline, "never seen {what}");
+        if ready() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = child.wait().unwrap();
+    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert!(!status.success(), "{status}: {stderr}");
+    (status, stderr)
+}
+
 #[test]
 fn a_build_interrupted_while_writing_leaves_the_previous_outputs_whole() {
     if !prerequisites_or_skip("a_build_interrupted_while_writing_leaves_the_previous_outputs_whole")
@@ -125,41 +154,45 @@ fn a_build_interrupted_while_writing_leaves_the_previous_outputs_whole() {
     let manifest = std::fs::read(out.join("manifest.json")).unwrap();
     eprintln!("first build: {:.0?}", started.elapsed());
 
-    // A second build with other outputs (a .img.gz too), terminated while
-    // it compresses into its staging directory.
-    let second = Instant::now();
-    let mut child = build(&out, &["--gzip"])
+    // A build that also writes the root filesystem tar, terminated while
+    // the tar's temporary file grows: no temporary file is left.
+    let tar = dir.path().join("root.tar");
+    let tar_arg = tar.to_str().unwrap();
+    let child = build(&out, &["--rootfs-tar", tar_arg])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(1200);
-    let mut killed_while_writing = false;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "the second build ended ({status}) before it was seen writing its outputs; \
-                 stderr: {:?}",
-                std::io::read_to_string(child.stderr.take().unwrap()).unwrap_or_default()
-            );
-        }
-        let gz_size = staging(&out)
-            .and_then(|dir| std::fs::metadata(dir.join(format!("{NAME}.img.gz"))).ok())
-            .map_or(0, |m| m.len());
-        if gz_size > 1 << 20 {
-            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-            killed_while_writing = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        killed_while_writing,
-        "the second build never wrote its outputs"
+    let partial_tar = || {
+        listing(dir.path())
+            .into_iter()
+            .find(|n| n.starts_with(".root.tar."))
+            .and_then(|n| std::fs::metadata(dir.path().join(n)).ok())
+            .is_some_and(|m| m.len() > 1 << 20)
+    };
+    let (status, stderr) = terminate_when(child, partial_tar, "writing the tar");
+    assert_eq!(status.code(), Some(143), "{status}: {stderr}");
+    assert_eq!(
+        listing(dir.path()),
+        [".out.lock", "out"],
+        "partial tar left"
     );
-    let status = child.wait().unwrap();
-    let stderr = std::io::read_to_string(child.stderr.take().unwrap()).unwrap();
+    assert_eq!(listing(&out), first);
+
+    // A second build with other outputs (a .img.gz too), terminated while
+    // it compresses into its staging directory.
+    let second = Instant::now();
+    let child = build(&out, &["--gzip"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let compressing = || {
+        staging(&out)
+            .and_then(|dir| std::fs::metadata(dir.join(format!("{NAME}.img.gz"))).ok())
+            .is_some_and(|m| m.len() > 1 << 20)
+    };
+    let (status, stderr) = terminate_when(child, compressing, "compressing");
     eprintln!("second build terminated after {:.0?}", second.elapsed());
     assert!(!status.success(), "{status}: {stderr}");
     assert_eq!(
