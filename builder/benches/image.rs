@@ -35,15 +35,16 @@ fn main() {
     };
 
     let start = Instant::now();
-    let (disk, layout) = image::write_disk(&spec, sources).expect("image writes");
+    let (disk, layout) = image::write_disk(&spec, sources, out.path()).expect("image writes");
     let write = start.elapsed().as_secs_f64();
-    let used = outputs::mapped_ranges(disk.as_file(), layout.size)
+    let used = outputs::mapped_ranges(&disk, layout.size)
         .iter()
         .map(|(s, e)| e - s)
         .sum::<u64>();
     let start = Instant::now();
     let key = image::build_key(&spec, &lock, &tree);
-    let files = outputs::write_all(&spec, sources, &layout, disk, &key).expect("outputs write");
+    let files = outputs::write_all(&spec, sources, &layout, &disk, &key, out.path())
+        .expect("outputs write");
     let compress = start.elapsed().as_secs_f64();
     let xz = files
         .iter()

@@ -7,11 +7,23 @@ use anyhow::{Context as _, Result};
 use std::io::Write;
 use std::path::Path;
 
-/// Writes `tree` as a POSIX tar to `path`, atomically.
+/// Writes `tree` as a POSIX tar to `path`, atomically: into a hidden
+/// temporary file beside it (`.<file name>.XXXXXX`, removed on an error
+/// or an interruption), renamed when complete.
 pub fn write_tar(tree: &Tree, store: &Store, path: &Path) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let temp = tempfile::NamedTempFile::new_in(dir)?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(path.file_name().unwrap_or_default());
+    prefix.push(".");
+    let temp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let _remove = crate::output_dir::RemoveOnSignal::new(temp.path());
     let mut builder = tar::Builder::new(std::io::BufWriter::new(temp.as_file()));
     for (path, node) in tree.iter() {
         if path.is_empty() {

@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod image;
 pub mod lock;
 pub mod mirror;
+pub mod output_dir;
 pub mod pipeline;
 pub mod progress;
 pub mod rootfs;

@@ -112,6 +112,11 @@ fn main() -> ExitCode {
         .without_time()
         .with_writer(std::io::stderr)
         .init();
+    // An interrupted build removes its partial outputs.
+    if let Err(error) = builder::output_dir::remove_pending_on_signals() {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -27,7 +27,7 @@ use crate::mirror::{self, Mirror};
 use crate::progress::Progress;
 use crate::rootfs::tree::Tree;
 use crate::store::Store;
-use crate::{boot, cross, doctor, export, image, rootfs};
+use crate::{boot, cross, doctor, export, image, output_dir, rootfs};
 use anyhow::{Context as _, Result};
 use debian::release::Keyring;
 use rayon::prelude::*;
@@ -348,8 +348,8 @@ impl Pipeline {
         })
     }
 
-    /// Stage 7 for an SD image: the disk and the files beside it, in
-    /// `out_dir` (nothing rewritten when they are up to date).
+    /// Stage 7 for an SD image: the disk and the files beside it, swapped
+    /// into `out_dir` as one set (nothing rewritten when they are up to date).
     pub fn image(
         &self,
         lock: &Lock,
@@ -383,6 +383,10 @@ impl Pipeline {
         outputs: &OutputOptions,
         rootfs_tar: Option<&Path>,
     ) -> Result<(RootfsSummary, Product)> {
+        if self.board.output == OutputKind::SdImage {
+            // Before the long stages: a directory of other files is refused.
+            output_dir::check(out_dir)?;
+        }
         // A damaged blob, then the damaged package it is unpacked from.
         const RETRIES: usize = 3;
         let mut evictions = self.store.evictions();

@@ -119,6 +119,47 @@ fn stale_lock_says_to_run_builder_lock_before_any_download() {
 }
 
 #[test]
+fn a_directory_of_other_files_is_refused_as_out_before_any_download() {
+    let dir = project_x("[]", &[]);
+    let out = dir.path().join("documents");
+    write(dir.path(), &[("documents/letter.txt", "dear")]);
+    let out_arg = out.to_str().unwrap();
+    let output = builder_x(
+        &dir,
+        &[
+            "--mirror",
+            "http://127.0.0.1:9/none",
+            "build",
+            "--out",
+            out_arg,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains(&format!("output directory {out_arg} is not empty")),
+        "{error}"
+    );
+    assert!(
+        error.contains("choose an empty or new directory"),
+        "{error}"
+    );
+    assert!(
+        !error.contains("127.0.0.1"),
+        "refused before the mirror: {error}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["letter.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("letter.txt")).unwrap(),
+        "dear"
+    );
+}
+
+#[test]
 fn unreachable_mirror_is_named() {
     let dir = project_x("[]", &[]);
     let output = builder_x(&dir, &["lock", "--mirror", "http://127.0.0.1:9/debian"]);

@@ -58,7 +58,14 @@ fn a_tree_larger_than_the_slot_is_one_clear_error_and_leaves_nothing() {
         error.contains("raise `root-mib` in [image] of boards/tiny.toml"),
         "{error}"
     );
-    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    // Nothing half-written is left: no output directory (it did not exist
+    // before), no staging directory beside it.
+    assert!(!out.exists());
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with(".out.") && name != ".out.lock")
+        .collect();
     assert!(left.is_empty(), "nothing half-written is left: {left:?}");
 }
 
@@ -160,4 +167,93 @@ fn an_unchanged_build_is_up_to_date_and_a_change_rebuilds() {
         builder::image::inspect::read(&first.image, 2, "/etc/hostname").unwrap(),
         b"other\n"
     );
+    // An output changed on disk (same name, same size) means a rebuild too,
+    // which restores it.
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let mut edited = manifest.clone();
+    edited[0] = b' ';
+    std::fs::write(out.join("manifest.json"), &edited).unwrap();
+    assert!(
+        !context
+            .image(&lock, &changed, &out, &options)
+            .unwrap()
+            .up_to_date
+    );
+    assert_eq!(std::fs::read(out.join("manifest.json")).unwrap(), manifest);
+}
+
+#[test]
+fn a_failed_build_leaves_the_previous_outputs_whole() {
+    let (dir, context, lock) = project(16);
+    let out = dir.path().join("out");
+    let options = builder::image::OutputOptions {
+        xz_level: 0,
+        ..Default::default()
+    };
+    let first = context
+        .image(&lock, &tree_with(1 << 20), &out, &options)
+        .unwrap();
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
+    assert_eq!(
+        before.len(),
+        first.files.len() + 1,
+        "the outputs and the stamp: {before:?}"
+    );
+    assert!(before.contains(&".vinyl-build.json".to_string()));
+    let image = std::fs::read(&first.image).unwrap();
+    // A file of the user's beside the outputs.
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+
+    let error = context
+        .image(&lock, &tree_with(24 << 20), &out, &options)
+        .unwrap_err();
+    assert!(error.to_string().contains("raise `root-mib`"), "{error}");
+    let mut expected = before.clone();
+    expected.push("notes.txt".into());
+    expected.sort();
+    assert_eq!(listing(), expected);
+    assert_eq!(std::fs::read(&first.image).unwrap(), image);
+    let staging: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.contains("staging"))
+        .collect();
+    assert!(staging.is_empty(), "{staging:?}");
+    // Still up to date: the failed build changed nothing.
+    assert!(
+        context
+            .image(&lock, &tree_with(1 << 20), &out, &options)
+            .unwrap()
+            .up_to_date
+    );
+
+    // A successful build with other outputs replaces them, keeping the user's file.
+    let gzip = builder::image::OutputOptions {
+        gzip: true,
+        xz_level: 0,
+    };
+    let second = context
+        .image(&lock, &tree_with(1 << 20), &out, &gzip)
+        .unwrap();
+    assert!(!second.up_to_date);
+    assert!(out.join("vinyl-tiny.img.gz").is_file());
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(listing().len(), second.files.len() + 2);
+    // And back without --gzip: the .gz files are ours, not carried over.
+    context
+        .image(&lock, &tree_with(1 << 20), &out, &options)
+        .unwrap();
+    assert_eq!(listing(), expected);
 }

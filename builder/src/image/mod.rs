@@ -13,6 +13,7 @@ pub mod outputs;
 
 use crate::config::{BootConfig, ImageConfig};
 use crate::lock::Lock;
+use crate::output_dir::OutputDir;
 use crate::progress::Progress;
 use crate::rootfs::tree::{Kind, Tree};
 use crate::store::Store;
@@ -21,8 +22,7 @@ use globset::GlobBuilder;
 use layout::{Ids, Layout, Role, Sizes};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::PathBuf;
-use tempfile::NamedTempFile;
+use std::path::{Path, PathBuf};
 
 /// Options for the files written next to the image.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub struct ImageSpec {
     /// SHA-256 of the boot script's text, for the build key.
     pub script_sha256: String,
     pub outputs: OutputOptions,
-    /// Where the files go.
+    /// Where the files go (swapped in as one set).
     pub out_dir: PathBuf,
 }
 
@@ -143,25 +143,37 @@ pub fn boot_files(
     Ok(files)
 }
 
-/// Writes the image and its companion files into the spec's `out_dir`.
-/// Everything is written under temporary names and renamed only when all
-/// of it succeeded.
+/// Writes the image and its companion files into the spec's `out_dir`, as
+/// one set: everything goes into a staging directory beside it that is
+/// swapped in when all of it succeeded ([`crate::output_dir`]). Nothing is
+/// written when the directory already holds this build, unchanged.
 pub fn build(spec: &ImageSpec, sources: Sources) -> Result<Built> {
     let key = build_key(spec, sources.lock, sources.tree);
     let ids = Ids::new(&spec.board, &sources.lock.digest());
-    if outputs::up_to_date(&spec.out_dir, &spec.name, &key, &spec.outputs) {
+    let names = outputs::output_names(&spec.name, &spec.outputs);
+    let files = names.iter().map(|n| spec.out_dir.join(n)).collect();
+    let out = OutputDir::lock(&spec.out_dir)?;
+    if out.is_current(&key, &names) {
         return Ok(Built {
             layout: layout::plan(sizes(spec), &ids),
-            files: outputs::output_names(&spec.name, &spec.outputs)
-                .iter()
-                .map(|n| spec.out_dir.join(n))
-                .collect(),
+            files,
             image: spec.image_path(),
             up_to_date: true,
         });
     }
-    let (image, layout) = write_disk(spec, sources)?;
-    let files = outputs::write_all(spec, sources, &layout, image, &key)?;
+    let staging = out.stage()?;
+    let (image, layout) = write_disk(spec, sources, staging.path())?;
+    outputs::write_all(spec, sources, &layout, &image, &key, staging.path())?;
+    drop(image);
+    // Whatever an earlier set held besides these (`--gzip` dropped) is ours too.
+    let every = outputs::output_names(
+        &spec.name,
+        &OutputOptions {
+            gzip: true,
+            ..spec.outputs.clone()
+        },
+    );
+    staging.publish(&key, &names, &every)?;
     Ok(Built {
         layout,
         image: spec.image_path(),
@@ -197,20 +209,24 @@ fn sizes(spec: &ImageSpec) -> Sizes {
     }
 }
 
-/// Writes the partition table and filesystems into a temporary file in
-/// `out_dir` (not yet under its final name).
-pub fn write_disk(spec: &ImageSpec, sources: Sources) -> Result<(NamedTempFile, Layout)> {
+/// Writes the partition table and filesystems into `<name>.img` in `dir`
+/// (a staging directory: the caller publishes it).
+pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<(File, Layout)> {
     let Sources {
         lock, tree, store, ..
     } = sources;
-    let out_dir = &spec.out_dir;
     let epoch = lock.source_date_epoch;
     let ids = Ids::new(&spec.board, &lock.digest());
     let layout = layout::plan(sizes(spec), &ids);
-    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
 
-    let image = tempfile::NamedTempFile::new_in(out_dir)?;
-    let file = image.as_file();
+    let path = dir.join(format!("{}.img", spec.name));
+    let image = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    let file = &image;
     file.set_len(layout.size)?;
     write_mbr(file, &layout)?;
 
@@ -269,7 +285,6 @@ pub fn write_disk(spec: &ImageSpec, sources: Sources) -> Result<(NamedTempFile, 
     )
     .context("writing the data partition")?;
     stage.inc(1);
-    file.sync_all()?;
     stage.finish(&format!(
         "{} MiB, {} partitions",
         layout.size >> 20,

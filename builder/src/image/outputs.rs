@@ -1,7 +1,7 @@
 //! Files written next to the image: `.img.xz` (and optionally `.img.gz`),
 //! `sha256sum -c` files, a bmaptool `.bmap`, `manifest.json` and an SPDX 2.3
-//! SBOM. All go to temporary files first and are renamed together at the end,
-//! so an interrupted build leaves no half-written output under a final name.
+//! SBOM. They are written into the build's staging directory, which
+//! [`crate::output_dir`] swaps in as one set.
 
 use super::layout::Layout;
 use super::{ImageSpec, OutputOptions, Sources};
@@ -15,7 +15,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Read, Seek, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use tempfile::NamedTempFile;
 
 const BMAP_BLOCK: u64 = 4096;
 
@@ -101,8 +100,8 @@ pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<Str
 fn compress(
     image: &File,
     size: u64,
-    xz: &NamedTempFile,
-    gz: Option<&NamedTempFile>,
+    xz: &File,
+    gz: Option<&File>,
     level: u32,
     progress: &Progress,
 ) -> Result<(String, String, Option<String>)> {
@@ -116,7 +115,7 @@ fn compress(
         .encoder()?;
     let mut xz_writer = xz2::write::XzEncoder::new_stream(
         HashingWriter {
-            inner: BufWriter::new(xz.as_file()),
+            inner: BufWriter::new(xz),
             hasher: Sha256::new(),
         },
         stream,
@@ -124,7 +123,7 @@ fn compress(
     let mut gz_writer = gz.map(|gz| {
         flate2::write::GzEncoder::new(
             HashingWriter {
-                inner: BufWriter::new(gz.as_file()),
+                inner: BufWriter::new(gz),
                 hasher: Sha256::new(),
             },
             flate2::Compression::new(6),
@@ -262,8 +261,8 @@ pub fn spdx(name: &str, lock: &Lock, image_sha256: &str) -> serde_json::Value {
     })
 }
 
-/// The names of every output file, in the order they are renamed into
-/// place: `manifest.json` last, since its build key vouches for the rest.
+/// The names of every output file (not the stamp beside them, which is not
+/// reproducible).
 pub fn output_names(name: &str, options: &OutputOptions) -> Vec<String> {
     let mut names = vec![
         format!("{name}.bmap"),
@@ -281,69 +280,75 @@ pub fn output_names(name: &str, options: &OutputOptions) -> Vec<String> {
     names
 }
 
-/// Whether `out_dir` already holds every output, made with `build_key`.
-pub fn up_to_date(out_dir: &Path, name: &str, build_key: &str, options: &OutputOptions) -> bool {
-    let recorded = std::fs::read(out_dir.join("manifest.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|manifest| manifest["build-key"].as_str().map(String::from));
-    recorded.as_deref() == Some(build_key)
-        && output_names(name, options)
-            .iter()
-            .all(|n| out_dir.join(n).is_file())
-}
-
-/// Writes every companion file, then renames all of them and the image into place.
+/// Writes every companion file of `image` (already `<name>.img` in `dir`)
+/// into `dir`, under its final name; returns their paths.
 pub fn write_all(
     spec: &ImageSpec,
     sources: Sources,
     layout: &Layout,
-    image: NamedTempFile,
+    image: &File,
     build_key: &str,
+    dir: &Path,
 ) -> Result<Vec<PathBuf>> {
     let Sources { lock, tree, .. } = sources;
-    let (out_dir, name, options) = (&spec.out_dir, spec.name.as_str(), &spec.outputs);
-    let temp = || NamedTempFile::new_in(out_dir).context("creating a file in the output directory");
-    let xz = temp()?;
-    let gz = if options.gzip { Some(temp()?) } else { None };
+    let (name, options) = (spec.name.as_str(), &spec.outputs);
+    let img_name = format!("{name}.img");
+    let create = |file_name: &str| -> Result<(PathBuf, File)> {
+        let path = dir.join(file_name);
+        let file =
+            File::create_new(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok((path, file))
+    };
+    let mut written = vec![dir.join(&img_name)];
+    let (xz_path, xz) = create(&format!("{img_name}.xz"))?;
+    let gz = if options.gzip {
+        Some(create(&format!("{img_name}.gz"))?)
+    } else {
+        None
+    };
     let (image_sha, xz_sha, gz_sha) = compress(
-        image.as_file(),
+        image,
         layout.size,
         &xz,
-        gz.as_ref(),
+        gz.as_ref().map(|(_, file)| file),
         options.xz_level,
         sources.progress,
     )?;
-    let ranges = mapped_ranges(image.as_file(), layout.size);
-    let text = |content: String| -> Result<NamedTempFile> {
-        let mut file = temp()?;
-        file.write_all(content.as_bytes())?;
-        Ok(file)
-    };
-    let img_name = format!("{name}.img");
-    let manifest = manifest(&spec.board, lock, tree, layout, &image_sha, build_key);
-    // In the order of `output_names`.
-    let mut files = vec![
-        text(bmap_xml(image.as_file(), layout.size, &ranges)?)?,
-        text(format!("{image_sha}  {img_name}\n"))?,
-        text(format!("{xz_sha}  {img_name}.xz\n"))?,
-        text(serde_json::to_string_pretty(&spdx(name, lock, &image_sha))? + "\n")?,
-        xz,
-    ];
-    if let (Some(gz), Some(gz_sha)) = (gz, gz_sha) {
-        files.push(text(format!("{gz_sha}  {img_name}.gz\n"))?);
-        files.push(gz);
-    }
-    files.push(image);
-    files.push(text(serde_json::to_string_pretty(&manifest)? + "\n")?);
-    let pending = files.into_iter().zip(output_names(name, options));
-    let mut written = Vec::new();
-    for (file, final_name) in pending {
-        file.as_file().sync_all()?;
-        let path = out_dir.join(&final_name);
-        file.persist(&path)
+    written.push(xz_path);
+    let text = |file_name: String, content: String| -> Result<PathBuf> {
+        let (path, mut file) = create(&file_name)?;
+        file.write_all(content.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
-        written.push(path);
+        Ok(path)
+    };
+    if let (Some((gz_path, _)), Some(gz_sha)) = (gz, gz_sha) {
+        written.push(gz_path);
+        written.push(text(
+            format!("{img_name}.gz.sha256"),
+            format!("{gz_sha}  {img_name}.gz\n"),
+        )?);
     }
+    let ranges = mapped_ranges(image, layout.size);
+    written.push(text(
+        format!("{name}.bmap"),
+        bmap_xml(image, layout.size, &ranges)?,
+    )?);
+    written.push(text(
+        format!("{img_name}.sha256"),
+        format!("{image_sha}  {img_name}\n"),
+    )?);
+    written.push(text(
+        format!("{img_name}.xz.sha256"),
+        format!("{xz_sha}  {img_name}.xz\n"),
+    )?);
+    written.push(text(
+        format!("{name}.spdx.json"),
+        serde_json::to_string_pretty(&spdx(name, lock, &image_sha))? + "\n",
+    )?);
+    let manifest = manifest(&spec.board, lock, tree, layout, &image_sha, build_key);
+    written.push(text(
+        "manifest.json".into(),
+        serde_json::to_string_pretty(&manifest)? + "\n",
+    )?);
     Ok(written)
 }
