@@ -162,7 +162,10 @@ fn run(cli: Cli) -> Result<()> {
     options.extra_recipes = cli.recipes.clone();
     options.device = device_overrides(&cli)?;
     if let Some(dir) = &cli.cache_dir {
-        options.cache_dir = dir.clone();
+        // Absolute: the cross build runs cargo and C tools in the workspace,
+        // where a path relative to here would point elsewhere.
+        options.cache_dir =
+            std::path::absolute(dir).with_context(|| format!("--cache-dir {}", dir.display()))?;
     }
     let command = cli.command.unwrap_or(Command::Build {
         out: None,
