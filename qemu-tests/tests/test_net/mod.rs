@@ -275,7 +275,14 @@ pub fn announced_address(vm: &Vm, timeout: Duration) -> String {
     let line = vm
         .wait_for_console(Needle::regex(r"vinyl: address [0-9a-f:]+"), timeout)
         .unwrap();
-    line.rsplit(' ').next().unwrap().trim().to_string()
+    // The kernel may print onto the same console line right after the
+    // address (no newline in between): take only the address's characters.
+    line.split_once("vinyl: address ")
+        .unwrap()
+        .1
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
+        .collect()
 }
 
 /// Polls `check` every 2 s until it returns `Ok`, or panics with `what`
