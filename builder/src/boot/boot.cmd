@@ -1,6 +1,12 @@
 # A/B boot script shared by every board (written into boot.scr by the
 # builder from builder/src/boot/boot.cmd; @CMDLINE@ is the board's console).
 #
+# The console can be moved to another serial port without rebuilding: a
+# file vinyl-console.env on this partition holding one line such as
+# "vinyl_console=ttyAMA0,115200" replaces the board's console= arguments.
+# No image carries it; the QEMU tests write it (QEMU's raspi4b hangs when
+# the Pi 4's mini UART, the board's console, is opened as a terminal).
+#
 # State: ab-state-0.env and ab-state-1.env on this FAT partition, U-Boot
 # environment files (CRC-protected) holding ab_seq (a hex sequence number),
 # ab_active (the slot that is known to work: a or b), ab_trial (a slot being
@@ -74,6 +80,14 @@ if test -n "${ab_cur_trial}"; then
 fi
 
 part uuid ${devtype} ${devnum}:4 ab_data_uuid
+setenv ab_console "@CMDLINE@"
+setenv vinyl_console
+if test -e ${devtype} ${devnum}:${distro_bootpart} vinyl-console.env; then
+    if load ${devtype} ${devnum}:${distro_bootpart} ${ab_state_addr} vinyl-console.env && env import -t ${ab_state_addr} ${filesize} vinyl_console && test -n "${vinyl_console}"; then
+        setenv ab_console "console=${vinyl_console}"
+        echo "vinyl: console ${vinyl_console}, from vinyl-console.env"
+    fi
+fi
 for ab_attempt in first fallback; do
     if test ${ab_attempt} = fallback; then
         if test ${ab_slot} = a; then
@@ -98,7 +112,7 @@ for ab_attempt in first fallback; do
     else
         setenv ab_fdt ${fdtcontroladdr}
     fi
-    setenv bootargs "@CMDLINE@ root=PARTUUID=${ab_root_uuid} ro rootwait panic=10 vinyl.slot=${ab_slot} vinyl.trial=${ab_is_trial} vinyl.data=PARTUUID=${ab_data_uuid}"
+    setenv bootargs "${ab_console} root=PARTUUID=${ab_root_uuid} ro rootwait panic=10 vinyl.slot=${ab_slot} vinyl.trial=${ab_is_trial} vinyl.data=PARTUUID=${ab_data_uuid}"
     echo "vinyl: booting slot ${ab_slot} from ${devtype} ${devnum}:${ab_part}"
     if load ${devtype} ${devnum}:${ab_part} ${kernel_addr_r} /boot/vmlinuz && load ${devtype} ${devnum}:${ab_part} ${ab_ramdisk_addr} /boot/initrd.img; then
         booti ${kernel_addr_r} ${ab_ramdisk_addr}:${filesize} ${ab_fdt}

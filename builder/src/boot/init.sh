@@ -30,6 +30,7 @@ fail() {
     say "ERROR: $*"
     say "block devices the kernel found:"
     for dev in /sys/class/block/*; do
+        [ -e "$dev" ] || continue
         echo "  /dev/${dev##*/} PARTUUID=$(partuuid_of "$dev")"
     done
     if [ "$trial" = 1 ]; then
@@ -60,6 +61,8 @@ partuuid_of() {
 # The device name of the partition with PARTUUID $1.
 find_partuuid() {
     for dev in /sys/class/block/*; do
+        # No disk yet: the pattern itself comes back.
+        [ -e "$dev" ] || continue
         if [ "$(partuuid_of "$dev")" = "$(echo "$1" | tr 'A-F' 'a-f')" ]; then
             echo "${dev##*/}"
             return 0
@@ -68,6 +71,9 @@ find_partuuid() {
     return 1
 }
 
+# In the order the board lists them: on a Raspberry Pi the watchdog comes
+# first, as it is the only way the board can reset (its device trees have no
+# PSCI), and a failed trial boot must end in a reset.
 say "loading storage drivers"
 while read -r module; do
     insmod "/lib/modules/$module" || say "could not load $module"

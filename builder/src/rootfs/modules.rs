@@ -108,7 +108,9 @@ pub fn prune(
 }
 
 /// The module files (paths below `usr/lib/modules/<version>`) that `wanted`
-/// needs, in an order `insmod` can load them: dependencies first.
+/// needs, in an order `insmod` can load them: dependencies first, and the
+/// wanted modules in the order given (a board lists first what must load
+/// first, such as a Pi's watchdog); what only a dependency needs follows.
 pub fn load_order(
     infos: &BTreeMap<String, ModuleInfo>,
     builtin: &str,
@@ -141,7 +143,10 @@ pub fn load_order(
     }
     let mut order = Vec::new();
     let mut seen = std::collections::BTreeSet::new();
-    for path in &keep {
+    let named = wanted
+        .iter()
+        .filter_map(|name| by_name.get(kernel_modules::normalize_name(name).as_str()));
+    for path in named.copied().chain(&keep) {
         visit(path, infos, &by_name, &mut seen, &mut order);
     }
     Ok(order)
@@ -188,5 +193,51 @@ fn remove_empty_dirs(tree: &mut Tree, root: &str) {
         if tree.descendants(dir).next().is_none() {
             tree.remove(dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(name: &str, depends: &[&str]) -> ModuleInfo {
+        ModuleInfo {
+            name: name.into(),
+            depends: depends.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn load_order_follows_the_board_list_with_dependencies_first() {
+        let infos: BTreeMap<String, ModuleInfo> = [
+            (
+                "kernel/drivers/mmc/core/mmc_block.ko.xz",
+                module("mmc_block", &["mmc_core"]),
+            ),
+            (
+                "kernel/drivers/mmc/core/mmc_core.ko.xz",
+                module("mmc_core", &[]),
+            ),
+            (
+                "kernel/drivers/watchdog/bcm2835_wdt.ko.xz",
+                module("bcm2835_wdt", &["watchdog"]),
+            ),
+            (
+                "kernel/drivers/watchdog/watchdog.ko.xz",
+                module("watchdog", &[]),
+            ),
+            ("kernel/fs/ext4/ext4.ko.xz", module("ext4", &[])),
+        ]
+        .into_iter()
+        .map(|(path, info)| (path.to_string(), info))
+        .collect();
+        let wanted = ["bcm2835-wdt", "mmc_block", "ext4"].map(String::from);
+        let order = load_order(&infos, "", &wanted).unwrap();
+        let names: Vec<&str> = order.iter().map(|p| infos[p].name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["watchdog", "bcm2835_wdt", "mmc_core", "mmc_block", "ext4"]
+        );
     }
 }
