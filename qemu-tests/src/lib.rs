@@ -40,6 +40,7 @@
 //! leaves:   workdir (work directories and their Layout), netns (network
 //!           namespaces), console (the serial log), shell (the guest command
 //!           channel), qmp (QEMU's machine protocol), tone (decoded audio),
+//!           device_tree (QEMU fix-ups of a Pi's tree; uses host),
 //!           host (running host programs, crate-private)
 //! bottom:   error (used by all)
 //! ```
@@ -54,7 +55,8 @@
 //!
 //! Modules: [`config`] (what to start), [`cmdline`] (QEMU's command line),
 //! [`backend`] (local and docker), [`console`] (the serial log), [`shell`]
-//! (the guest command channel), [`vm`] (a running machine and its cleanup),
+//! (the guest command channel), [`device_tree`] (a Pi's device tree made fit
+//! for QEMU), [`vm`] (a running machine and its cleanup),
 //! [`netns`] (network namespaces), [`qmp`] (QEMU's machine protocol),
 //! [`workdir`] (work directories), [`skip`] (the skip-or-fail rule for
 //! tests), [`tone`] (what a listener hears: frequency, level and purity of
@@ -64,6 +66,7 @@ pub mod backend;
 pub mod cmdline;
 pub mod config;
 pub mod console;
+pub mod device_tree;
 pub mod error;
 mod host;
 pub mod netns;
