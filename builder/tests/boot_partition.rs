@@ -1,7 +1,8 @@
 //! Static checks of the Raspberry Pi images' boot chain (no emulator can run
 //! the Pi's GPU firmware): every file config.txt and boot.scr name exists,
 //! the device trees of every supported model are there, the boot state
-//! parses, and the initramfs holds the storage driver closure in load order.
+//! parses, and the initramfs holds the storage driver closure in load order,
+//! the watchdog first.
 //!
 //! Builds rpi4 and rpi3 images from the real archive (mirror and cross
 //! toolchain needed, as for `real_mirror.rs`).
@@ -145,6 +146,9 @@ fn check_boot_chain(image: &Path, firmware: &[&str], device_trees: &[&str]) -> V
     };
     assert!(position("jbd2.ko") < position("ext4.ko"), "{order:?}");
     assert!(position("mbcache.ko") < position("ext4.ko"), "{order:?}");
+    // The watchdog first: a Pi has no other way to reset, and a trial boot
+    // that fails in the initramfs must end in a reset.
+    assert_eq!(position("bcm2835_wdt.ko"), 0, "{order:?}");
     order
 }
 
