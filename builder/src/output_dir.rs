@@ -153,8 +153,9 @@ impl OutputDir {
     }
 
     /// A fresh, empty staging directory beside the output directory (with
-    /// its permissions, when it exists). Removed again when dropped
-    /// unpublished, or when the process is interrupted.
+    /// its permissions when it exists, else as `mkdir` makes one: following
+    /// the umask, so `out/` can be served or shared). Removed again when
+    /// dropped unpublished, or when the process is interrupted.
     pub fn stage(&self) -> Result<Staging<'_>> {
         let prefix = self.staging_prefix();
         let mut builder = tempfile::Builder::new();
@@ -705,6 +706,23 @@ mod tests {
         fs::write(legacy.join("a"), "old").unwrap();
         publish(&legacy, "k", &[("a", "new"), ("manifest.json", "{}")]).unwrap();
         assert_eq!(fs::read_to_string(legacy.join("a")).unwrap(), "new");
+    }
+
+    /// A new output directory and its files get the modes `mkdir` and
+    /// `creat` give under the process's umask (the issue of 0600 outputs).
+    #[test]
+    fn a_new_output_directory_follows_the_umask() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let parent = tempfile::tempdir().unwrap();
+        let reference = parent.path().join("reference");
+        fs::create_dir(&reference).unwrap();
+        fs::write(reference.join("a"), "").unwrap();
+        let out = parent.path().join("out");
+        publish(&out, "k", &[("a", "new")]).unwrap();
+        let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out), mode(&reference));
+        assert_eq!(mode(&out.join("a")), mode(&reference.join("a")));
+        assert_eq!(mode(&out.join(STAMP)), mode(&reference.join("a")));
     }
 
     #[test]
