@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod io;
 pub mod layout;
 pub mod outputs;
+pub mod xz;
 
 use crate::config::{BootConfig, ImageConfig};
 use crate::lock::Lock;

@@ -4,15 +4,16 @@
 //! [`crate::output_dir`] swaps in as one set.
 
 use super::layout::Layout;
-use super::{ImageSpec, OutputOptions, Sources};
+use super::{ImageSpec, OutputOptions, Sources, xz};
 use crate::lock::Lock;
 use crate::progress::Progress;
 use crate::rootfs::tree::{Kind, Tree, content_sha256};
+use crate::store::Store;
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Seek, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -95,7 +96,8 @@ pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<Str
     Ok(render(&checksum))
 }
 
-/// One pass over the image: its SHA-256, the `.xz` and optionally the `.gz`.
+/// One pass over the image: its SHA-256, the `.xz` (blocks from the cache
+/// where a chunk is unchanged, see [`super::xz`]) and optionally the `.gz`.
 /// Returns (image sha256, xz sha256, gz sha256).
 fn compress(
     image: &File,
@@ -103,23 +105,14 @@ fn compress(
     xz: &File,
     gz: Option<&File>,
     level: u32,
+    store: &Store,
     progress: &Progress,
 ) -> Result<(String, String, Option<String>)> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    // A fixed block size keeps the output independent of the thread count.
-    let stream = xz2::stream::MtStreamBuilder::new()
-        .preset(level)
-        .threads(threads)
-        .block_size(24 << 20)
-        .check(xz2::stream::Check::Crc64)
-        .encoder()?;
-    let mut xz_writer = xz2::write::XzEncoder::new_stream(
-        HashingWriter {
-            inner: BufWriter::new(xz),
-            hasher: Sha256::new(),
-        },
-        stream,
-    );
+    let cache = xz::BlockCache::open(store, level)?;
+    let mut xz_writer = xz::StreamWriter::new(HashingWriter {
+        inner: BufWriter::new(xz),
+        hasher: Sha256::new(),
+    })?;
     let mut gz_writer = gz.map(|gz| {
         flate2::write::GzEncoder::new(
             HashingWriter {
@@ -130,22 +123,34 @@ fn compress(
         )
     });
     let mut image_hash = Sha256::new();
-    // Read from the start whatever the cursor (SEEK_DATA probes move it).
-    let mut reader = io::BufReader::with_capacity(4 << 20, image);
-    reader.seek(io::SeekFrom::Start(0))?;
-    let mut buffer = vec![0u8; 4 << 20];
+    // Chunks in flight: enough for every thread, few enough to stay small.
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let mut counts = xz::Counts::default();
     let stage = progress.stage("compress", size, true);
-    loop {
-        let n = reader.read(&mut buffer)?;
-        if n == 0 {
-            break;
+    // Buffers reused from batch to batch (the image is gigabytes).
+    let mut buffers = vec![vec![0u8; xz::CHUNK]; batch];
+    let mut offset = 0u64;
+    while offset < size {
+        let mut filled = 0;
+        while filled < batch && offset < size {
+            let len = (size - offset).min(xz::CHUNK as u64) as usize;
+            let chunk = &mut buffers[filled];
+            chunk.resize(len, 0);
+            image
+                .read_exact_at(chunk, offset)
+                .context("reading the image back")?;
+            image_hash.update(&chunk[..]);
+            if let Some(gz) = gz_writer.as_mut() {
+                gz.write_all(chunk)?;
+            }
+            offset += len as u64;
+            filled += 1;
         }
-        image_hash.update(&buffer[..n]);
-        xz_writer.write_all(&buffer[..n])?;
-        if let Some(gz) = gz_writer.as_mut() {
-            gz.write_all(&buffer[..n])?;
+        let chunks = &buffers[..filled];
+        for block in xz::blocks(&cache, chunks, &mut counts)? {
+            xz_writer.push(&block)?;
         }
-        stage.inc(n as u64);
+        stage.inc(chunks.iter().map(|c| c.len() as u64).sum());
     }
     let mut xz_out = xz_writer.finish()?;
     xz_out.flush()?;
@@ -157,7 +162,10 @@ fn compress(
         }
         None => None,
     };
-    stage.finish("xz");
+    stage.finish(&format!(
+        "xz: {} chunks compressed, {} from the cache",
+        counts.compressed, counts.reused
+    ));
     Ok((
         hex::encode(image_hash.finalize()),
         hex::encode(xz_out.hasher.finalize()),
@@ -312,6 +320,7 @@ pub fn write_all(
         &xz,
         gz.as_ref().map(|(_, file)| file),
         options.xz_level,
+        sources.store,
         sources.progress,
     )?;
     written.push(xz_path);
