@@ -168,7 +168,42 @@ fn qemu_virt_image_is_complete_and_reproducible_from_empty_caches() {
 
     check_tree(&tree, &context);
     check_image(&tree, &built, out_a.path());
+    rebuilds_from_cached_chunks(cache_a.path(), out_a.path());
     repairs_a_tampered_cache(cache_b.path(), &out_a.path().join("vinyl-qemu-virt.img"));
+}
+
+/// A rebuild takes the compressed chunks of the `.img.xz` from the cache
+/// (`cache`, of the build that wrote `out`): with one cached block damaged
+/// on disk, the damaged one is compressed again, and the `.img.xz` is byte
+/// for byte the first build's.
+fn rebuilds_from_cached_chunks(cache: &Path, out: &Path) {
+    let blocks = cache.join("xz-blocks-v1");
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&blocks)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    assert!(entries.len() > 1, "compressed chunks cached: {entries:?}");
+    let mut damaged = std::fs::read(&entries[0]).unwrap();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0x01;
+    std::fs::write(&entries[0], &damaged).unwrap();
+
+    let again = tempfile::tempdir().unwrap();
+    build_image(cache, again.path());
+    let digest = |dir: &Path| {
+        builder::store::sha256_hex(&std::fs::read(dir.join("vinyl-qemu-virt.img.xz")).unwrap())
+    };
+    assert_eq!(
+        digest(again.path()),
+        digest(out),
+        "the .img.xz from cached chunks"
+    );
+    assert_ne!(
+        std::fs::read(&entries[0]).unwrap(),
+        damaged,
+        "the damaged cache entry was written again"
+    );
 }
 
 /// What a hostile or failing disk does to the cache of a finished build
@@ -339,7 +374,7 @@ fn check_tree(tree: &Tree, context: &Pipeline) {
 }
 
 /// The image judged by e2fsck, ext4-view (every file of the tree read back),
-/// bmaptool and sha256sum.
+/// libarchive (the `.img.xz`), bmaptool (from the `.img.xz`) and sha256sum.
 fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
     use builder::image::layout::Role;
     let image = &built.image;
@@ -440,12 +475,28 @@ fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
         b"turntable\n"
     );
 
+    // The .img.xz as Raspberry Pi Imager reads it (libarchive): the image.
+    let xz = out.join("vinyl-qemu-virt.img.xz");
+    if let Some(bsdcat) = host_tool("bsdcat") {
+        let output = std::process::Command::new(bsdcat)
+            .arg(&xz)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "bsdcat: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(builder::store::sha256_hex(&output.stdout), image_sha);
+    }
+
+    // bmaptool writes a card from the .img.xz, the file people download.
     if let Some(bmaptool) = host_tool("bmaptool") {
         let copy = out.join("copy.img");
         let output = std::process::Command::new(bmaptool)
             .args(["copy", "--bmap"])
             .arg(out.join("vinyl-qemu-virt.bmap"))
-            .arg(image)
+            .arg(&xz)
             .arg(&copy)
             .output()
             .unwrap();
