@@ -250,7 +250,9 @@ impl<'a> BlockCache<'a> {
 /// which compiles to `memcmp`, many times faster than a byte loop).
 fn is_zeros(bytes: &[u8]) -> bool {
     const ZEROS: [u8; 4096] = [0; 4096];
-    bytes.chunks(ZEROS.len()).all(|piece| piece == &ZEROS[..piece.len()])
+    bytes
+        .chunks(ZEROS.len())
+        .all(|piece| piece == &ZEROS[..piece.len()])
 }
 
 fn encode_entry(block: &Block) -> Vec<u8> {
