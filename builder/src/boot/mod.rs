@@ -16,7 +16,7 @@ use crate::deb;
 use crate::lock::Lock;
 use crate::rootfs::modules::{ModuleSummary, load_order};
 use crate::rootfs::tree::{Content, Kind, Node, Tree, content_bytes};
-use crate::store::Store;
+use crate::store::{Sha256Hex, Store};
 use ab_state::State;
 use anyhow::{Context as _, Result, bail};
 use std::collections::BTreeMap;
@@ -79,6 +79,32 @@ pub struct SlotInputs<'a> {
     pub store: &'a Store,
 }
 
+/// The zstd-compressed `archive` in the store: its digest and size. Level
+/// 19 takes seconds, most of a build in which nothing changed, so a record
+/// (`initramfs-v1/<digest of the archive>`) names the blob an earlier
+/// build compressed; it is used only if that blob decompresses to exactly
+/// `archive` (milliseconds), else compressed again.
+fn compressed_initramfs(store: &Store, archive: &[u8]) -> Result<(Sha256Hex, u64)> {
+    let record = store
+        .subdir("initramfs-v1")?
+        .join(crate::store::sha256_hex(archive));
+    let earlier = std::fs::read_to_string(&record).ok().and_then(|blob| {
+        let blob = blob.trim().to_string();
+        let bytes = crate::store::is_sha256_hex(&blob)
+            .then(|| store.read(&blob).ok())
+            .flatten()?;
+        let intact = zstd::decode_all(&bytes[..]).is_ok_and(|plain| plain == archive);
+        intact.then_some((blob, bytes.len() as u64))
+    });
+    if let Some(found) = earlier {
+        return Ok(found);
+    }
+    let compressed = initramfs::compress(archive).context("compressing the initramfs")?;
+    let blob = store.insert(&compressed)?;
+    store.write_atomic(&record, blob.as_bytes())?;
+    Ok((blob, compressed.len() as u64))
+}
+
 /// Puts the kernel and a generated initramfs under `/boot` of the slot
 /// (stable names `vmlinuz` and `initrd.img` link to the versioned files) and
 /// creates `/data`, where the initramfs mounts the data partition.
@@ -115,15 +141,14 @@ pub fn install_in_slot(tree: &mut Tree, inputs: &SlotInputs) -> Result<SlotBoot>
 
     let busybox = busybox(store, lock, board)?;
     let archive = initramfs::archive(&busybox, &files, epoch);
-    let compressed = initramfs::compress(&archive).context("compressing the initramfs")?;
-    let size = compressed.len() as u64;
+    let (blob, size) = compressed_initramfs(store, &archive)?;
     let initrd = format!("initrd.img-{version}");
     tree.insert(
         &format!("boot/{initrd}"),
         Node {
             kind: Kind::File {
                 size,
-                content: Content::Blob(store.insert(&compressed)?),
+                content: Content::Blob(blob),
             },
             ..Node::file(Vec::new(), 0o644, epoch)
         },
@@ -163,6 +188,36 @@ fn busybox(store: &Store, lock: &Lock, board: &str) -> Result<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A second build takes the compressed initramfs from the cache; a
+    /// record that names any other blob (here a valid zstd stream of other
+    /// bytes) is not believed: the archive is compressed again.
+    #[test]
+    fn the_compressed_initramfs_is_cached_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let archive: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let first = compressed_initramfs(&store, &archive).unwrap();
+        assert_eq!(
+            zstd::decode_all(&store.read(&first.0).unwrap()[..]).unwrap(),
+            archive
+        );
+        let record = dir
+            .path()
+            .join("initramfs-v1")
+            .join(crate::store::sha256_hex(&archive));
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), first.0);
+        assert_eq!(compressed_initramfs(&store, &archive).unwrap(), first);
+
+        let other = store
+            .insert(&initramfs::compress(b"another archive").unwrap())
+            .unwrap();
+        std::fs::write(&record, &other).unwrap();
+        assert_eq!(compressed_initramfs(&store, &archive).unwrap(), first);
+        assert_eq!(std::fs::read_to_string(&record).unwrap(), first.0);
+    }
+
     /// boot.cmd is U-Boot shell, not Rust: check that it speaks the same
     /// state files and keys as the typed model the rest of the project uses.
     #[test]
