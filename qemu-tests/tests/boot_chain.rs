@@ -196,32 +196,10 @@ fn trial_of_a_panicking_slot_returns_to_the_active_one() {
         )],
         0,
     );
-    let time = ext4_writer::Timestamp::from_secs(0);
-    let entries = vec![
-        ext4_writer::Entry::dir("", 0o755, time),
-        ext4_writer::Entry::dir("boot", 0o755, time),
-        ext4_writer::Entry::file(
-            "boot/vmlinuz",
-            0o644,
-            time,
-            ext4_writer::FileData::Bytes(kernel),
-        ),
-        ext4_writer::Entry::file(
-            "boot/initrd.img",
-            0o644,
-            time,
-            ext4_writer::FileData::Bytes(broken_initrd),
-        ),
-    ];
-    edit::write_ext4_partition(
+    test_image::write_slot_b_boot(
         &image,
-        3,
-        &entries,
-        &ext4_writer::NoSource,
-        "root-b",
-        [7; 16],
-    )
-    .unwrap();
+        vec![("vmlinuz", kernel), ("initrd.img", broken_initrd)],
+    );
     write_state(&image, 0, &trial_of_b(5, 2));
     write_state(&image, 1, &State::initial(4));
 

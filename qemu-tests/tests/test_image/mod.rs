@@ -144,3 +144,31 @@ pub fn scenario_copy(image: &Path, name: &str) -> PathBuf {
     assert!(status.success(), "copying {} failed", image.display());
     copy
 }
+
+/// Replaces root slot B (partition 3) of `image` with an ext4 that holds
+/// only `/boot` and `files` (names below it, e.g. `vmlinuz`): a slot that
+/// U-Boot can load but that is not a system, for the failed-trial scenarios.
+pub fn write_slot_b_boot(image: &Path, files: Vec<(&str, Vec<u8>)>) {
+    let time = ext4_writer::Timestamp::from_secs(0);
+    let mut entries = vec![
+        ext4_writer::Entry::dir("", 0o755, time),
+        ext4_writer::Entry::dir("boot", 0o755, time),
+    ];
+    for (name, bytes) in files {
+        entries.push(ext4_writer::Entry::file(
+            format!("boot/{name}"),
+            0o644,
+            time,
+            ext4_writer::FileData::Bytes(bytes),
+        ));
+    }
+    builder::image::edit::write_ext4_partition(
+        image,
+        3,
+        &entries,
+        &ext4_writer::NoSource,
+        "root-b",
+        [7; 16],
+    )
+    .unwrap();
+}
