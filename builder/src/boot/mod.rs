@@ -89,12 +89,13 @@ fn compressed_initramfs(store: &Store, archive: &[u8]) -> Result<(Sha256Hex, u64
         .subdir("initramfs-v1")?
         .join(crate::store::sha256_hex(archive));
     let earlier = std::fs::read_to_string(&record).ok().and_then(|blob| {
-        let blob = blob.trim().to_string();
-        let bytes = crate::store::is_sha256_hex(&blob)
-            .then(|| store.read(&blob).ok())
-            .flatten()?;
+        let blob = blob.trim();
+        if !crate::store::is_sha256_hex(blob) {
+            return None;
+        }
+        let bytes = store.read(blob).ok()?;
         let intact = zstd::decode_all(&bytes[..]).is_ok_and(|plain| plain == archive);
-        intact.then_some((blob, bytes.len() as u64))
+        intact.then(|| (blob.to_string(), bytes.len() as u64))
     });
     if let Some(found) = earlier {
         return Ok(found);

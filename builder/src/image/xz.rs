@@ -19,7 +19,7 @@
 //! module then writes the stream header, the blocks, the index and the
 //! footer itself (xz file format 1.2.1, sections 2 and 4–6).
 
-use crate::store::{Store, sha256_hex};
+use crate::store::Store;
 use anyhow::{Context as _, Result};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -260,7 +260,7 @@ fn encode_entry(block: &Block) -> Vec<u8> {
     body.extend_from_slice(&block.unpadded.to_le_bytes());
     body.extend_from_slice(&block.uncompressed.to_le_bytes());
     body.extend_from_slice(&block.bytes);
-    let mut entry = hex::decode(sha256_hex(&body)).unwrap();
+    let mut entry = Sha256::digest(&body).to_vec();
     entry.extend_from_slice(&body);
     entry
 }
