@@ -8,10 +8,13 @@
 //! write torn by a power cut leaves the previous state readable.
 //!
 //! This crate is the one typed model of that state — its keys, parsing,
-//! serialising and choosing the copy that wins — shared by the builder (the
+//! serialising, choosing the copy that wins, and the transitions RAUC's
+//! bootloader backend makes ([`State::set_primary`], [`State::mark_good`],
+//! [`State::mark_bad`]: the next state, or `None` when nothing changes, so
+//! nothing is written) — shared by the builder (the
 //! initial state of an image) and the tests (scenario states, reading back
-//! what U-Boot wrote), and pure so that the device-side update backend can
-//! use it too: callers read and write the files.
+//! what U-Boot wrote) and the device's `vinyl-update`, and pure: callers
+//! read and write the files.
 
 pub mod env;
 
@@ -25,6 +28,9 @@ pub const STATE_FILES: [&str; 2] = ["ab-state-0.env", "ab-state-1.env"];
 /// The size every copy is created with and rewritten at: U-Boot only
 /// overwrites the files, never allocates (FAT allocation has failed on Pis).
 pub const STATE_FILE_SIZE: usize = env::STATE_FILE_SIZE;
+
+/// Trial boots a slot gets when it is made primary.
+pub const DEFAULT_TRIES: u32 = 3;
 
 /// The environment keys, as the boot script spells them.
 pub mod keys {
@@ -208,6 +214,115 @@ impl State {
             _ => self.active,
         }
     }
+
+    /// RAUC's primary slot: the one the next boot boots ([`State::next_boot`]).
+    pub fn primary(&self) -> Slot {
+        self.next_boot()
+    }
+
+    /// RAUC's `good`: the boot script may boot the slot — it is the active
+    /// slot (where every failed trial returns), or on trial with tries left.
+    /// Any other slot is `bad`.
+    pub fn is_good(&self, slot: Slot) -> bool {
+        slot == self.active || (self.trial == Some(slot) && self.tries.is_some_and(|t| t > 0))
+    }
+
+    /// The slot on trial, unless the entry names the active slot (which
+    /// the boot script would boot anyway).
+    fn trial_slot(&self) -> Option<Slot> {
+        self.trial.filter(|&t| t != self.active)
+    }
+
+    /// `slot` as the active slot with nothing on trial.
+    fn settled(&self, slot: Slot) -> State {
+        State {
+            seq: self.seq,
+            active: slot,
+            trial: None,
+            tries: None,
+        }
+    }
+
+    /// `slot` on trial with `tries` boots, the active slot unchanged.
+    fn trying(&self, slot: Slot, tries: u32) -> State {
+        State {
+            seq: self.seq,
+            active: self.active,
+            trial: Some(slot),
+            tries: Some(tries),
+        }
+    }
+
+    /// `next` with the following sequence number, or `None` when it changes
+    /// nothing: repeated calls never write.
+    fn advance(&self, next: State) -> Option<State> {
+        (next != *self).then(|| State {
+            seq: self.seq.saturating_add(1),
+            ..next
+        })
+    }
+
+    /// RAUC's `set-primary` (after an install, and `rauc status
+    /// mark-active`): make `slot` the next boot.
+    ///
+    /// - the active slot: ends any trial (`None` if there is none);
+    /// - the other slot: puts it on trial with `tries` boots (at least 1),
+    ///   the active slot staying the fallback (`None` if exactly that is
+    ///   already recorded). It never becomes active without
+    ///   [`State::mark_good`].
+    pub fn set_primary(&self, slot: Slot, tries: u32) -> Option<State> {
+        if slot == self.active {
+            return self.trial.and_then(|_| self.advance(self.settled(slot)));
+        }
+        self.advance(self.trying(slot, tries.max(1)))
+    }
+
+    /// RAUC's `set-state SLOT good` (`rauc status mark-good`): the slot
+    /// started successfully, so it becomes the active slot and any trial
+    /// ends — the slot on trial (also in its last trial boot, when U-Boot
+    /// has already counted the try down to 0), or the slot booted by the
+    /// boot script's fallback because the active one would not load (for
+    /// a slot neither running nor on trial, the caller's word is taken).
+    /// `None` for the active slot: a trial of the other slot stays pending.
+    pub fn mark_good(&self, slot: Slot) -> Option<State> {
+        if slot == self.active {
+            return None;
+        }
+        self.advance(self.settled(slot))
+    }
+
+    /// RAUC's `set-state SLOT bad` (before an install into the slot, and
+    /// `rauc status mark-bad`): the boot script must not boot `slot`,
+    /// unless nothing proven is left. `booted` is the running slot, if
+    /// known: it reached user space, so it can take the active role.
+    ///
+    /// - the slot on trial: the trial ends, the active slot boots next;
+    /// - the active slot, running the other: the other becomes the active
+    ///   slot (an install into the active slot after a fallback boot: the
+    ///   following `set-primary` then puts it on trial, the running slot as
+    ///   the fallback);
+    /// - the active slot, running it (or not known): the other slot goes on
+    ///   trial with [`DEFAULT_TRIES`] boots and the active slot stays the
+    ///   fallback, since the other slot is unproven: the device never loses
+    ///   its last slot known to boot. (`None` if the other slot is already
+    ///   on trial with tries left.) The active slot then still reads `good`;
+    /// - any other slot: `None`, it is already `bad`.
+    pub fn mark_bad(&self, slot: Slot, booted: Option<Slot>) -> Option<State> {
+        if self.trial_slot() == Some(slot) {
+            return self.advance(self.settled(self.active));
+        }
+        if slot != self.active {
+            return None;
+        }
+        let other = slot.other();
+        if booted == Some(other) {
+            return self.advance(self.settled(other));
+        }
+        if self.is_good(other) {
+            return None;
+        }
+        self.advance(self.trying(other, DEFAULT_TRIES))
+    }
 }
 
 /// The copy that wins, as the boot script chooses it: the valid copy with
@@ -291,6 +406,170 @@ mod tests {
     fn trial_boots_while_tries_are_left() {
         assert_eq!(trial(2, 2).next_boot(), Slot::B);
         assert_eq!(trial(2, 0).next_boot(), Slot::A);
+    }
+
+    /// A state with the given fields.
+    fn at(seq: u32, active: Slot, trial: Option<Slot>, tries: Option<u32>) -> State {
+        State {
+            seq,
+            active,
+            trial,
+            tries,
+        }
+    }
+
+    /// One boot as boot.cmd runs it: the slot it boots and the state it
+    /// writes (`None` on a normal boot).
+    fn boot(state: &State) -> (Slot, Option<State>) {
+        match (state.trial, state.tries) {
+            (Some(trial), Some(tries)) if tries > 0 => (
+                trial,
+                Some(at(
+                    state.seq + 1,
+                    state.active,
+                    Some(trial),
+                    Some(tries - 1),
+                )),
+            ),
+            (Some(_), tries) => (
+                state.active,
+                Some(at(state.seq + 1, state.active, None, tries)),
+            ),
+            (None, _) => (state.active, None),
+        }
+    }
+
+    #[test]
+    fn primary_and_good_follow_the_boot_script() {
+        let settled = State::initial(1);
+        assert_eq!(settled.primary(), Slot::A);
+        assert!(settled.is_good(Slot::A));
+        assert!(!settled.is_good(Slot::B));
+        let trying = trial(2, 2);
+        assert_eq!(trying.primary(), Slot::B);
+        assert!(trying.is_good(Slot::A) && trying.is_good(Slot::B));
+        // The last trial boot has counted its try: b no longer boots next.
+        let spent = trial(3, 0);
+        assert_eq!(spent.primary(), Slot::A);
+        assert!(!spent.is_good(Slot::B));
+    }
+
+    #[test]
+    fn set_primary_puts_the_other_slot_on_trial() {
+        let state = State::initial(4);
+        assert_eq!(state.set_primary(Slot::A, DEFAULT_TRIES), None);
+        let next = state.set_primary(Slot::B, DEFAULT_TRIES).unwrap();
+        assert_eq!(next, at(5, Slot::A, Some(Slot::B), Some(3)));
+        assert_eq!(next.set_primary(Slot::B, DEFAULT_TRIES), None);
+        // Back to the active slot: the trial ends.
+        assert_eq!(
+            next.set_primary(Slot::A, DEFAULT_TRIES),
+            Some(State::initial(6))
+        );
+        // A rollback's ab_tries=0 needs no write.
+        let rolled_back = at(9, Slot::A, None, Some(0));
+        assert_eq!(rolled_back.set_primary(Slot::A, 3), None);
+        assert_eq!(
+            rolled_back.set_primary(Slot::B, 0),
+            Some(at(10, Slot::A, Some(Slot::B), Some(1)))
+        );
+    }
+
+    #[test]
+    fn rauc_install_then_trial_boot_then_mark_good() {
+        // Running a. RAUC: set-state b bad, writes b, set-primary b.
+        let state = State::initial(1);
+        assert_eq!(state.mark_bad(Slot::B, Some(Slot::A)), None);
+        let installed = state.set_primary(Slot::B, DEFAULT_TRIES).unwrap();
+        assert_eq!(installed, at(2, Slot::A, Some(Slot::B), Some(3)));
+        let (booted, counted) = boot(&installed);
+        assert_eq!(booted, Slot::B);
+        let counted = counted.unwrap();
+        assert_eq!(counted, at(3, Slot::A, Some(Slot::B), Some(2)));
+        // rauc-mark-good: set-state b good.
+        let good = counted.mark_good(Slot::B).unwrap();
+        assert_eq!(good, at(4, Slot::B, None, None));
+        assert_eq!(good.mark_good(Slot::B), None);
+        assert_eq!(boot(&good), (Slot::B, None));
+    }
+
+    #[test]
+    fn install_during_a_pending_trial_restarts_it() {
+        let pending = at(7, Slot::A, Some(Slot::B), Some(1));
+        let bad = pending.mark_bad(Slot::B, Some(Slot::A)).unwrap();
+        assert_eq!(bad, State::initial(8));
+        assert_eq!(
+            bad.set_primary(Slot::B, DEFAULT_TRIES),
+            Some(at(9, Slot::A, Some(Slot::B), Some(3)))
+        );
+    }
+
+    #[test]
+    fn mark_good_in_the_last_trial_boot() {
+        // U-Boot counted the last try (ab_tries=0) and booted b.
+        let last = at(5, Slot::A, Some(Slot::B), Some(0));
+        assert_eq!(last.mark_good(Slot::B), Some(at(6, Slot::B, None, None)));
+        // Marking the active slot good leaves a pending trial alone.
+        assert_eq!(trial(5, 2).mark_good(Slot::A), None);
+    }
+
+    #[test]
+    fn mark_good_after_a_fallback_boot_promotes_the_running_slot() {
+        // a would not load, the boot script fell back to b (no trial).
+        let state = State::initial(3);
+        assert_eq!(state.mark_good(Slot::B), Some(at(4, Slot::B, None, None)));
+    }
+
+    #[test]
+    fn mark_bad_during_a_trial_rolls_back() {
+        let trying = trial(4, 2);
+        let rolled_back = trying.mark_bad(Slot::B, Some(Slot::B)).unwrap();
+        assert_eq!(rolled_back, State::initial(5));
+        assert_eq!(rolled_back.primary(), Slot::A);
+        assert!(!rolled_back.is_good(Slot::B));
+        assert_eq!(rolled_back.mark_bad(Slot::B, Some(Slot::B)), None);
+        assert_eq!(boot(&rolled_back), (Slot::A, None));
+    }
+
+    #[test]
+    fn failed_trial_rolls_back_without_a_write_from_us() {
+        let mut state = State::initial(1).set_primary(Slot::B, 2).unwrap();
+        let mut boots = Vec::new();
+        for _ in 0..4 {
+            let (slot, written) = boot(&state);
+            boots.push(slot);
+            if let Some(written) = written {
+                state = written;
+            }
+        }
+        assert_eq!(boots, [Slot::B, Slot::B, Slot::A, Slot::A]);
+        assert_eq!(state, at(5, Slot::A, None, Some(0)));
+        assert!(!state.is_good(Slot::B));
+    }
+
+    #[test]
+    fn mark_bad_of_the_active_slot_keeps_a_proven_slot() {
+        // Running a, a marked bad: b is unproven, so it goes on trial and a
+        // stays where a failed trial returns.
+        let state = State::initial(2);
+        let next = state.mark_bad(Slot::A, Some(Slot::A)).unwrap();
+        assert_eq!(next, at(3, Slot::A, Some(Slot::B), Some(DEFAULT_TRIES)));
+        assert_eq!(next.mark_bad(Slot::A, None), None);
+        assert_eq!(state.mark_bad(Slot::A, None), Some(next));
+        // Running b after a fallback boot, RAUC installs into a (the active
+        // slot): b takes over, then a goes on trial with b as the fallback.
+        let taken_over = state.mark_bad(Slot::A, Some(Slot::B)).unwrap();
+        assert_eq!(taken_over, at(3, Slot::B, None, None));
+        assert_eq!(
+            taken_over.set_primary(Slot::A, DEFAULT_TRIES),
+            Some(at(4, Slot::B, Some(Slot::A), Some(3)))
+        );
+    }
+
+    #[test]
+    fn marking_the_other_slot_bad_changes_nothing() {
+        assert_eq!(State::initial(1).mark_bad(Slot::B, Some(Slot::A)), None);
+        assert_eq!(State::initial(1).mark_bad(Slot::B, None), None);
     }
 
     #[test]

@@ -1,0 +1,33 @@
+//! Where the boot state and the boot environment are, overridable for
+//! tests and the QEMU harness.
+
+use std::path::PathBuf;
+
+/// The boot partition's mount point unless `VINYL_BOOT_DIR` says otherwise.
+pub const BOOT_DIR: &str = "/boot/firmware";
+/// The initramfs's record of what booted unless `VINYL_BOOT_ENV` says otherwise.
+pub const BOOT_ENV: &str = "/run/vinyl/boot.env";
+
+/// The files the commands read and write.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    /// The directory holding `ab-state-0.env` and `ab-state-1.env`.
+    pub boot_dir: PathBuf,
+    /// `boot.env`, written by the initramfs.
+    pub boot_env: PathBuf,
+}
+
+impl Paths {
+    /// The defaults, overridden by the environment.
+    pub fn from_env() -> Paths {
+        let var = |name: &str, default: &str| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map_or_else(|| PathBuf::from(default), PathBuf::from)
+        };
+        Paths {
+            boot_dir: var("VINYL_BOOT_DIR", BOOT_DIR),
+            boot_env: var("VINYL_BOOT_ENV", BOOT_ENV),
+        }
+    }
+}

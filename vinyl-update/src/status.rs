@@ -1,0 +1,120 @@
+//! `vinyl-update status`: what booted and what the boot state says, for
+//! people and (`--json`) for programs.
+
+use crate::booted::Booted;
+use crate::state_dir::BootState;
+use ab_state::Slot;
+use serde_json::{Value, json};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// Everything the status shows.
+#[derive(Debug)]
+pub struct Report {
+    /// The running slot, or why it is not known.
+    pub booted: Result<Booted, String>,
+    /// The boot state's copies and the state in force.
+    pub state: BootState,
+    /// Where the copies are.
+    pub boot_dir: PathBuf,
+}
+
+/// The report for people.
+pub fn text(report: &Report) -> String {
+    let state = &report.state.state;
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        let _ = writeln!(out, "{:<11}{value}", format!("{label}:"));
+    };
+    line(
+        "booted",
+        match &report.booted {
+            Ok(b) if b.trial => format!("slot {} (trial boot)", b.slot),
+            Ok(b) => format!("slot {}", b.slot),
+            Err(e) => format!("unknown ({e})"),
+        },
+    );
+    line("active", format!("slot {} (known good)", state.active));
+    line(
+        "trial",
+        match (state.trial, state.tries.unwrap_or(0)) {
+            (None, _) => "none".to_string(),
+            (Some(slot), 0) => format!(
+                "slot {slot}, no tries left (the next boot returns to slot {})",
+                state.active
+            ),
+            (Some(slot), 1) => format!("slot {slot}, 1 try left"),
+            (Some(slot), tries) => format!("slot {slot}, {tries} tries left"),
+        },
+    );
+    line("next boot", format!("slot {}", state.primary()));
+    line(
+        "state",
+        match report.state.winner {
+            Some(copy) => format!(
+                "sequence {:#x}, copy {copy} won ({})",
+                state.seq,
+                report
+                    .boot_dir
+                    .join(report.state.copies[copy].file)
+                    .display()
+            ),
+            None => format!(
+                "no valid copy in {}: the boot script boots slot a",
+                report.boot_dir.display()
+            ),
+        },
+    );
+    for (n, copy) in report.state.copies.iter().enumerate() {
+        let value = match &copy.state {
+            Ok(s) => format!("sequence {:#x}", s.seq),
+            Err(e) => format!("invalid: {e}"),
+        };
+        line(&format!("copy {n}"), format!("{}, {value}", copy.file));
+    }
+    for slot in [Slot::A, Slot::B] {
+        line(
+            &format!("slot {slot}"),
+            good_or_bad(state.is_good(slot)).into(),
+        );
+    }
+    out
+}
+
+/// The report as JSON.
+pub fn json(report: &Report) -> Value {
+    let state = &report.state.state;
+    let copies: Vec<Value> = report
+        .state
+        .copies
+        .iter()
+        .enumerate()
+        .map(|(n, copy)| match &copy.state {
+            Ok(s) => json!({"copy": n, "file": copy.file, "valid": true, "seq": s.seq}),
+            Err(e) => json!({"copy": n, "file": copy.file, "valid": false, "error": e}),
+        })
+        .collect();
+    let mut value = json!({
+        "booted": report.booted.as_ref().ok().map(|b| json!({"slot": b.slot.name(), "trial": b.trial})),
+        "active": state.active.name(),
+        "trial": state.trial.map(|slot| json!({"slot": slot.name(), "tries": state.tries.unwrap_or(0)})),
+        "primary": state.primary().name(),
+        "seq": state.seq,
+        "copy": report.state.winner,
+        "boot_dir": report.boot_dir.display().to_string(),
+        "copies": copies,
+        "slots": {
+            "a": good_or_bad(state.is_good(Slot::A)),
+            "b": good_or_bad(state.is_good(Slot::B)),
+        },
+    });
+    if let Err(e) = &report.booted {
+        value["booted_error"] = json!(e);
+    }
+    value
+}
+
+/// RAUC's words for a slot's state.
+pub fn good_or_bad(good: bool) -> &'static str {
+    if good { "good" } else { "bad" }
+}
