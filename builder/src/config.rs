@@ -71,6 +71,10 @@ pub struct Board {
     /// (`builder --ntp/--ssh-key/--wifi-*` override it per build).
     #[serde(default)]
     pub device: DeviceConfig,
+    /// Over-the-air updates: the keyring images trust and the version
+    /// bundles carry.
+    #[serde(default)]
+    pub update: UpdateConfig,
     /// Board name; taken from the file name.
     #[serde(skip)]
     pub name: String,
@@ -200,6 +204,19 @@ pub struct BootConfig {
     /// config.txt (boards without the Pi's GPU firmware).
     #[serde(default)]
     pub config_txt: Vec<String>,
+}
+
+/// Over-the-air updates (`[update]`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpdateConfig {
+    /// PEM file of the CA certificates the device trusts bundles from
+    /// (several: key rotation); relative to the project directory.
+    /// `--keyring` overrides it. Without one, the image refuses every bundle.
+    pub keyring: Option<PathBuf>,
+    /// The version bundles and the image carry (default: the date of the
+    /// locked Debian archive, `YYYY.MM.DD`).
+    pub version: Option<String>,
 }
 
 /// Per-device settings: the part of an image a user most often changes.

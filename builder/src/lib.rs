@@ -2,6 +2,7 @@
 
 pub mod archive;
 pub mod boot;
+pub mod bundle;
 pub mod config;
 pub mod cross;
 pub mod deb;

@@ -50,6 +50,10 @@ struct Cli {
     /// WiFi regulatory country, two letters (e.g. DE).
     #[arg(long, global = true, value_name = "CC")]
     wifi_country: Option<String>,
+    /// PEM file of the CA certificates the image trusts update bundles from
+    /// (overrides the board's `[update] keyring`).
+    #[arg(long, global = true, value_name = "FILE")]
+    keyring: Option<PathBuf>,
     /// Only print warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -92,6 +96,29 @@ enum Command {
     Boards,
     /// Check host prerequisites and print the command that installs what is missing.
     Doctor,
+    /// Build the image, then write a signed RAUC update bundle of its root
+    /// filesystem (`rauc install` on the device).
+    Bundle {
+        /// Private key (PEM, ECDSA P-256 or RSA) that signs the bundle.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Its certificate (PEM), issued by a CA in the image's keyring;
+        /// further certificates in the file are intermediate CAs.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// Directory for the bundle (default: out/<board>-bundle in the workspace).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Directory of the image built on the way (default: out/<board>).
+        #[arg(long, value_name = "DIR")]
+        image_out: Option<PathBuf>,
+    },
+    /// Make a development CA and a bundle-signing key and certificate in DIR
+    /// (for trying updates; use your own PKI for devices in the field).
+    Keygen {
+        /// Directory to create them in (never inside the repository).
+        dir: PathBuf,
+    },
     /// Resolve the board's packages and write boards/<board>.lock.
     Lock {
         /// Re-resolve against the mirror's current archive even if the lock is fresh.
@@ -161,6 +188,7 @@ fn run(cli: Cli) -> Result<()> {
     options.quiet = cli.quiet;
     options.extra_recipes = cli.recipes.clone();
     options.device = device_overrides(&cli)?;
+    options.keyring = cli.keyring.clone();
     if let Some(dir) = &cli.cache_dir {
         // Absolute: the cross build runs cargo and C tools in the workspace,
         // where a path relative to here would point elsewhere.
@@ -183,6 +211,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Boards => boards(&project),
         Command::Doctor => doctor(&project, &options.board),
         Command::Lock { update } => lock(Pipeline::new(project, &options)?, update),
+        Command::Keygen { dir } => keygen(&dir),
+        Command::Bundle {
+            key,
+            cert,
+            out,
+            image_out,
+        } => {
+            let workspace_out = Project::from_workspace().root.join("out");
+            let out = out.unwrap_or_else(|| workspace_out.join(format!("{}-bundle", cli.board)));
+            let image_out = image_out.unwrap_or_else(|| workspace_out.join(&cli.board));
+            bundle(
+                Pipeline::new(project, &options)?,
+                &key,
+                &cert,
+                &out,
+                &image_out,
+            )
+        }
         Command::Build {
             out,
             gzip,
@@ -250,6 +296,50 @@ fn doctor(project: &Project, board: &str) -> Result<()> {
         }
         Some(fix) => anyhow::bail!("missing prerequisites; install them with:\n  {fix}"),
     }
+}
+
+fn keygen(dir: &Path) -> Result<()> {
+    let keys = builder::bundle::signing::keygen(dir, "vinyl", std::time::SystemTime::now())?;
+    println!("development keys in {}:", dir.display());
+    println!(
+        "  {:<40} the CA: the images' keyring (--keyring)",
+        keys.ca_cert.display()
+    );
+    println!(
+        "  {:<40} the CA's key: keep it offline",
+        keys.ca_key.display()
+    );
+    println!(
+        "  {:<40} signs bundles (--cert)",
+        keys.signing_cert.display()
+    );
+    println!("  {:<40} its key (--key)", keys.signing_key.display());
+    Ok(())
+}
+
+fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &Path) -> Result<()> {
+    // Checked before the long stages: the key, and that devices trust it.
+    let signer = builder::bundle::signing::Signer::load(key, cert, std::time::SystemTime::now())?;
+    let keyring = pipeline.keyring()?;
+    signer.check_trusted(&keyring.certificates, &keyring.path)?;
+    let (rootfs, product) = pipeline.build(image_out, &Default::default(), None)?;
+    let Product::SdImage(built) = product else {
+        anyhow::bail!(
+            "board {} builds a root filesystem archive, not an SD image with A/B slots; it has no updates",
+            pipeline.board.name
+        );
+    };
+    let written = pipeline.bundle(&built, &rootfs, &signer, out)?;
+    println!(
+        "{}: version {}, build {}",
+        written.manifest.compatible, written.manifest.version, written.manifest.build
+    );
+    println!(
+        "  {:<50} {:>8.1} MB",
+        written.path.display(),
+        written.size as f64 / 1e6
+    );
+    Ok(())
 }
 
 fn lock(pipeline: Pipeline, update: bool) -> Result<()> {

@@ -27,7 +27,7 @@ use crate::mirror::{self, Mirror};
 use crate::progress::Progress;
 use crate::rootfs::tree::Tree;
 use crate::store::Store;
-use crate::{boot, cross, doctor, export, image, output_dir, rootfs};
+use crate::{boot, bundle, cross, doctor, export, image, output_dir, rootfs};
 use anyhow::{Context as _, Result};
 use debian::release::Keyring;
 use rayon::prelude::*;
@@ -46,6 +46,8 @@ pub struct Options {
     pub extra_recipes: Vec<String>,
     /// Device settings from the command line (hostname, NTP, SSH keys, WiFi).
     pub device: crate::device::Overrides,
+    /// `--keyring`: replaces the board's `[update] keyring`.
+    pub keyring: Option<PathBuf>,
 }
 
 impl Options {
@@ -62,6 +64,7 @@ impl Options {
             quiet: false,
             extra_recipes: Vec::new(),
             device: Default::default(),
+            keyring: None,
         }
     }
 }
@@ -98,6 +101,12 @@ impl RootfsSummary {
     }
 }
 
+/// The CA certificates an image trusts update bundles from.
+pub struct UpdateKeyring {
+    pub path: PathBuf,
+    pub certificates: Vec<x509_cert::Certificate>,
+}
+
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub enum Product {
@@ -123,6 +132,12 @@ impl Pipeline {
             .device
             .apply(&mut board)
             .map_err(|e| anyhow::anyhow!(e))?;
+        if let Some(keyring) = &options.keyring {
+            board.update.keyring = Some(
+                std::path::absolute(keyring)
+                    .with_context(|| format!("--keyring {}", keyring.display()))?,
+            );
+        }
         let recipes = project.recipes(&board)?;
         let plan = Plan::new(&board, &recipes);
         if board.device.wifi.is_some() && !plan.packages.contains_key("wpasupplicant") {
@@ -413,6 +428,59 @@ impl Pipeline {
                 removed.join(", ")
             )));
         }
+    }
+
+    /// The CA certificates the image trusts bundles from (`--keyring` or
+    /// the board's `[update] keyring`).
+    pub fn keyring(&self) -> Result<UpdateKeyring> {
+        let Some(path) = &self.board.update.keyring else {
+            anyhow::bail!(
+                "board {} has no keyring: its image refuses every update bundle. Add \
+                 `keyring = \"FILE\"` to [update] in boards/{}.toml or pass --keyring FILE \
+                 (`builder keygen DIR` makes a development CA)",
+                self.board.name,
+                self.board.name
+            );
+        };
+        let path = self.project.root.join(path);
+        let certificates = bundle::signing::read_certificates(&path, "keyring")?;
+        Ok(UpdateKeyring { path, certificates })
+    }
+
+    /// Stage 8, on request: a signed RAUC bundle of the image's root slot
+    /// (slot A of the `.img` just built, byte for byte) in `out_dir`.
+    pub fn bundle(
+        &self,
+        built: &Built,
+        rootfs: &RootfsSummary,
+        signer: &bundle::signing::Signer,
+        out_dir: &Path,
+    ) -> Result<bundle::Bundle> {
+        let lock = self.locked()?;
+        let slot = built.layout.partition(image::layout::Role::RootA);
+        let version = match &self.board.update.version {
+            Some(version) => version.clone(),
+            None => {
+                let (year, month, day) = image::civil_date(lock.source_date_epoch);
+                format!("{year}.{month:02}.{day:02}")
+            }
+        };
+        let name = format!("{}-{version}.raucb", image::image_name(&self.board));
+        let written = bundle::write(&bundle::BundleSpec {
+            compatible: bundle::compatible(&self.board.name),
+            version,
+            build: format!("lock {} tree {}", lock.digest(), rootfs.digest),
+            description: self.board.description.clone(),
+            root: bundle::Region {
+                path: built.image.clone(),
+                offset: slot.offset,
+                size: slot.size,
+            },
+            epoch: u32::try_from(lock.source_date_epoch).unwrap_or(0),
+            signer,
+            out: out_dir.join(name),
+        })?;
+        Ok(written)
     }
 
     fn build_stages(
