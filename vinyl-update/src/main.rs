@@ -4,6 +4,7 @@
 
 mod backend;
 mod booted;
+mod installed;
 mod paths;
 mod state_dir;
 mod status;
@@ -148,6 +149,10 @@ fn status_output(paths: &paths::Paths, json: bool) -> anyhow::Result<String> {
         booted: booted::read(&paths.boot_env).map_err(|e| format!("{e:#}")),
         state: state_dir::read(&paths.boot_dir)?,
         boot_dir: paths.boot_dir.clone(),
+        // Absent until RAUC's first install.
+        installed: std::fs::read_to_string(&paths.rauc_status)
+            .map(|text| installed::parse(&text))
+            .unwrap_or_default(),
     };
     Ok(if json {
         format!("{:#}", status::json(&report))

@@ -8,6 +8,10 @@ pub const BOOT_DIR: &str = "/boot/firmware";
 /// The initramfs's record of what booted unless `VINYL_BOOT_ENV` says otherwise.
 pub const BOOT_ENV: &str = "/run/vinyl/boot.env";
 
+/// RAUC's status file (its `data-directory` on /data) unless
+/// `VINYL_RAUC_STATUS` says otherwise.
+pub const RAUC_STATUS: &str = "/data/rauc/central.raucs";
+
 /// The files the commands read and write.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -15,6 +19,8 @@ pub struct Paths {
     pub boot_dir: PathBuf,
     /// `boot.env`, written by the initramfs.
     pub boot_env: PathBuf,
+    /// RAUC's record of what it installed into each slot.
+    pub rauc_status: PathBuf,
 }
 
 impl Paths {
@@ -28,6 +34,7 @@ impl Paths {
         Paths {
             boot_dir: var("VINYL_BOOT_DIR", BOOT_DIR),
             boot_env: var("VINYL_BOOT_ENV", BOOT_ENV),
+            rauc_status: var("VINYL_RAUC_STATUS", RAUC_STATUS),
         }
     }
 }

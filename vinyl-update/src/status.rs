@@ -2,6 +2,7 @@
 //! people and (`--json`) for programs.
 
 use crate::booted::Booted;
+use crate::installed::Installed;
 use crate::state_dir::BootState;
 use ab_state::Slot;
 use serde_json::{Value, json};
@@ -17,6 +18,22 @@ pub struct Report {
     pub state: BootState,
     /// Where the copies are.
     pub boot_dir: PathBuf,
+    /// What RAUC installed into each slot (none: as flashed).
+    pub installed: std::collections::BTreeMap<Slot, Installed>,
+}
+
+/// A slot's release, for people.
+fn release(installed: Option<&Installed>) -> String {
+    match installed {
+        None => "as flashed (never written by an update)".into(),
+        Some(i) => format!(
+            "version {}, build {}, installed {} ({})",
+            i.version.as_deref().unwrap_or("?"),
+            i.build.as_deref().unwrap_or("?"),
+            i.installed.as_deref().unwrap_or("?"),
+            i.status.as_deref().unwrap_or("?")
+        ),
+    }
 }
 
 /// The report for people.
@@ -75,7 +92,11 @@ pub fn text(report: &Report) -> String {
     for slot in [Slot::A, Slot::B] {
         line(
             &format!("slot {slot}"),
-            good_or_bad(state.is_good(slot)).into(),
+            format!(
+                "{}, {}",
+                good_or_bad(state.is_good(slot)),
+                release(report.installed.get(&slot))
+            ),
         );
     }
     out
@@ -107,11 +128,22 @@ pub fn json(report: &Report) -> Value {
             "a": good_or_bad(state.is_good(Slot::A)),
             "b": good_or_bad(state.is_good(Slot::B)),
         },
+        "installed": {
+            "a": installed_json(report.installed.get(&Slot::A)),
+            "b": installed_json(report.installed.get(&Slot::B)),
+        },
     });
     if let Err(e) = &report.booted {
         value["booted_error"] = json!(e);
     }
     value
+}
+
+/// A slot's release as JSON (null: as flashed).
+fn installed_json(installed: Option<&Installed>) -> Value {
+    installed.map_or(Value::Null, |i| {
+        json!({"version": i.version, "build": i.build, "installed": i.installed, "status": i.status})
+    })
 }
 
 /// RAUC's words for a slot's state.
