@@ -167,6 +167,47 @@ pub fn files(board: &Board) -> Vec<DeviceFile> {
     files
 }
 
+/// RAUC's configuration for `board`'s images, and the keyring (PEM) it
+/// trusts bundles from; without one, RAUC refuses every bundle.
+pub fn update_files(board: &Board, keyring: Option<&str>) -> Vec<DeviceFile> {
+    let system_conf = format!(
+        "# Written by the image builder for board {board}.
+[system]
+compatible=vinyl-{board}
+# boot.scr's A/B state on the boot partition, through vinyl-update
+bootloader=custom
+# the root is read-only: slot status on /data, bundles mounted under /run
+# (where Debian's rauc.service mounts them too)
+data-directory=/data/rauc
+mountprefix=/run/rauc/mnt
+bundle-formats=verity
+
+[handlers]
+bootloader-custom-backend=/usr/bin/vinyl-update-backend
+
+[keyring]
+path=/etc/rauc/keyring.pem
+
+# /dev/vinyl/*: the booted disk's partitions, named by the initramfs
+[slot.rootfs.0]
+device=/dev/vinyl/root-a
+type=ext4
+bootname=a
+
+[slot.rootfs.1]
+device=/dev/vinyl/root-b
+type=ext4
+bootname=b
+",
+        board = board.name
+    );
+    let mut files = vec![file("etc/rauc/system.conf", system_conf, 0o644)];
+    if let Some(pem) = keyring {
+        files.push(file("etc/rauc/keyring.pem", pem.to_string(), 0o644));
+    }
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,5 +347,37 @@ mod tests {
             keys.iter().map(SshPublicKey::as_str).collect::<Vec<_>>(),
             vec![line]
         );
+    }
+
+    #[test]
+    fn rauc_is_configured_for_the_board_and_its_keyring() {
+        let board = board();
+        let files = update_files(&board, Some("PEM"));
+        let conf = &files
+            .iter()
+            .find(|f| f.path == "etc/rauc/system.conf")
+            .unwrap()
+            .content;
+        assert!(
+            conf.contains(&format!("compatible=vinyl-{}\n", board.name)),
+            "{conf}"
+        );
+        for line in [
+            "bootloader=custom\n",
+            "bootloader-custom-backend=/usr/bin/vinyl-update-backend\n",
+            "data-directory=/data/rauc\n",
+            "path=/etc/rauc/keyring.pem\n",
+            "[slot.rootfs.0]\ndevice=/dev/vinyl/root-a\ntype=ext4\nbootname=a\n",
+            "[slot.rootfs.1]\ndevice=/dev/vinyl/root-b\ntype=ext4\nbootname=b\n",
+        ] {
+            assert!(conf.contains(line), "no {line:?} in {conf}");
+        }
+        let keyring = files
+            .iter()
+            .find(|f| f.path == "etc/rauc/keyring.pem")
+            .unwrap();
+        assert_eq!(keyring.content, "PEM");
+        // Without a keyring RAUC has none to load: it refuses every bundle.
+        assert_eq!(update_files(&board, None).len(), 1);
     }
 }

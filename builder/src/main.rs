@@ -132,8 +132,9 @@ fn main() -> ExitCode {
     let level = if cli.quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BUILDER_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
+            tracing_subscriber::EnvFilter::try_from_env("BUILDER_LOG").unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(format!("{level},backhand=warn"))
+            }),
         )
         .with_target(false)
         .without_time()
@@ -329,7 +330,7 @@ fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &P
             pipeline.board.name
         );
     };
-    let written = pipeline.bundle(&built, &rootfs, &signer, out)?;
+    let written = pipeline.bundle(&built, &rootfs.digest, &signer, out)?;
     println!(
         "{}: version {}, build {}",
         written.manifest.compatible, written.manifest.version, written.manifest.build

@@ -304,7 +304,7 @@ impl Pipeline {
                 .map(|name| self.project.overlay_dir(name))
                 .collect(),
             binaries: &binaries,
-            system_files: crate::device::files(&self.board),
+            system_files: self.system_files()?,
             store: &self.store,
             progress: &self.progress,
         })?;
@@ -430,6 +430,32 @@ impl Pipeline {
         }
     }
 
+    /// The root's files made from the board's settings: the device's, and
+    /// RAUC's configuration and keyring when the image carries RAUC.
+    fn system_files(&self) -> Result<Vec<crate::device::DeviceFile>> {
+        let mut files = crate::device::files(&self.board);
+        if self.plan.packages.contains_key("rauc") {
+            let keyring = match self.board.update.keyring {
+                Some(_) => {
+                    let keyring = self.keyring()?;
+                    Some(std::fs::read_to_string(&keyring.path).with_context(|| {
+                        format!("keyring {}: cannot read the file", keyring.path.display())
+                    })?)
+                }
+                None => {
+                    tracing::warn!(
+                        "board {} has no update keyring ([update] keyring or --keyring): \
+                         its image refuses every update bundle",
+                        self.board.name
+                    );
+                    None
+                }
+            };
+            files.extend(crate::device::update_files(&self.board, keyring.as_deref()));
+        }
+        Ok(files)
+    }
+
     /// The CA certificates the image trusts bundles from (`--keyring` or
     /// the board's `[update] keyring`).
     pub fn keyring(&self) -> Result<UpdateKeyring> {
@@ -452,7 +478,7 @@ impl Pipeline {
     pub fn bundle(
         &self,
         built: &Built,
-        rootfs: &RootfsSummary,
+        tree_digest: &str,
         signer: &bundle::signing::Signer,
         out_dir: &Path,
     ) -> Result<bundle::Bundle> {
@@ -469,7 +495,7 @@ impl Pipeline {
         let written = bundle::write(&bundle::BundleSpec {
             compatible: bundle::compatible(&self.board.name),
             version,
-            build: format!("lock {} tree {}", lock.digest(), rootfs.digest),
+            build: format!("lock {} tree {tree_digest}", lock.digest()),
             description: self.board.description.clone(),
             root: bundle::Region {
                 path: built.image.clone(),

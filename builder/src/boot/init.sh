@@ -146,6 +146,21 @@ else
     say "WARNING: the boot partition is not mounted on /boot/firmware"
 fi
 
+# Stable names for the booted disk's partitions, whatever the disk is called
+# (mmcblk0p2, vda2, sda2): RAUC's system.conf names the slots by them, so an
+# update installs onto the disk the device booted from.
+mkdir -p /dev/vinyl
+for part in /sys/class/block/"$disk"/*/partition; do
+    [ -e "$part" ] || continue
+    name=$(basename "$(dirname "$part")")
+    case "$(cat "$part")" in
+        1) ln -sf "../$name" /dev/vinyl/boot ;;
+        2) ln -sf "../$name" /dev/vinyl/root-a ;;
+        3) ln -sf "../$name" /dev/vinyl/root-b ;;
+        4) ln -sf "../$name" /dev/vinyl/data ;;
+    esac
+done
+
 # What booted, for the running system (the update client reads it).
 mkdir -p /run/vinyl
 cat > /run/vinyl/boot.env <<EOF
