@@ -174,3 +174,85 @@ fn unreachable_mirror_is_named() {
         "no lock is written on failure"
     );
 }
+
+#[test]
+fn bundle_refuses_bad_keys_before_building() {
+    let project = project_x("[]", &[("recipes/none.toml", "description = \"n\"\n")]);
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path().join("dev");
+    let made = builder(&["keygen", dir.to_str().unwrap()]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(stdout.contains("signing.key.pem"), "{stdout}");
+    // keygen into the same directory again: refused, nothing overwritten.
+    let before = std::fs::read(dir.join("signing.key.pem")).unwrap();
+    let again = builder(&["keygen", dir.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(std::fs::read(dir.join("signing.key.pem")).unwrap(), before);
+
+    let key = dir.join("signing.key.pem");
+    let cert = dir.join("signing.cert.pem");
+    let (key, cert) = (key.to_str().unwrap(), cert.to_str().unwrap());
+    // A board without a keyring: its image would refuse every bundle.
+    let output = builder_x(&project, &["bundle", "--key", key, "--cert", cert]);
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains("board x has no keyring") && error.contains("--keyring"),
+        "{error}"
+    );
+    // A missing key file.
+    let output = builder_x(
+        &project,
+        &["bundle", "--key", "/nonexistent/k.pem", "--cert", cert],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("--key /nonexistent/k.pem: cannot read the file"),
+        "{}",
+        stderr(&output)
+    );
+    // The key of one set with the certificate of the CA: no match.
+    let ca = dir.join("ca.cert.pem");
+    let output = builder_x(
+        &project,
+        &["bundle", "--key", key, "--cert", ca.to_str().unwrap()],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("does not match"),
+        "{}",
+        stderr(&output)
+    );
+    // A keyring of another CA.
+    let other = keys.path().join("other");
+    assert!(
+        builder(&["keygen", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let other_ca = other.join("ca.cert.pem");
+    let output = builder_x(
+        &project,
+        &[
+            "--keyring",
+            other_ca.to_str().unwrap(),
+            "bundle",
+            "--key",
+            key,
+            "--cert",
+            cert,
+        ],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let error = stderr(&output);
+    assert!(
+        error.contains("not issued by a CA in the keyring") && error.contains("other/ca.cert.pem"),
+        "{error}"
+    );
+}
