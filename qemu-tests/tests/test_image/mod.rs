@@ -45,24 +45,95 @@ pub fn build_with(
     extra_recipes: &[&str],
     device: builder::device::Overrides,
 ) -> PathBuf {
+    build_full(board, board, extra_recipes, device, None).0
+}
+
+/// What [`build_full`] made: the image and, when asked for, its bundle.
+pub type Built = (PathBuf, Option<builder::bundle::Bundle>);
+
+/// Builds `board` plus `extra_recipes` into `target/qemu-tests/images/<out>`,
+/// trusting the test CA ([`test_keys`]); with `bundle`, also writes the
+/// signed update bundle of that image into `target/qemu-tests/bundles/<out>`.
+pub fn build_full(
+    board: &str,
+    out: &str,
+    extra_recipes: &[&str],
+    device: builder::device::Overrides,
+    bundle: Option<&builder::bundle::signing::Signer>,
+) -> Built {
     let project = Project::from_workspace();
     let mut options = Options::for_board(&project, board);
     options.extra_recipes = extra_recipes.iter().map(|r| r.to_string()).collect();
     options.device = device;
+    options.keyring = Some(test_keys().ca_cert);
     // Shared with the builder tests: one cross build of vinyl-streamd.
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
-    let out = project.root.join("target/qemu-tests/images").join(board);
+    let images = project.root.join("target/qemu-tests/images").join(out);
+    let bundles = project.root.join("target/qemu-tests/bundles").join(out);
     let pipeline = Pipeline::new(project, &options).expect("loading the board");
     let (lock, tree) = pipeline.rootfs().expect("assembling the root");
     let output = builder::image::OutputOptions {
         gzip: false,
         xz_level: 0,
     };
-    pipeline
-        .image(&lock, &tree, &out, &output)
-        .expect("writing the image")
-        .image
+    let built = pipeline
+        .image(&lock, &tree, &images, &output)
+        .expect("writing the image");
+    let bundle = bundle.map(|signer| {
+        pipeline
+            .bundle(&built, &tree.digest(), signer, &bundles)
+            .expect("writing the bundle")
+    });
+    (built.image, bundle)
+}
+
+/// The test CA and signing key (`builder keygen`), made once in
+/// `target/qemu-tests/keys/` and kept (so images are not rebuilt on every
+/// run); never keys anyone uses elsewhere.
+pub fn test_keys() -> builder::bundle::signing::DevelopmentKeys {
+    static KEYS: OnceLock<()> = OnceLock::new();
+    let dir = Project::from_workspace()
+        .root
+        .join("target/qemu-tests/keys");
+    KEYS.get_or_init(|| {
+        if !dir.join("signing.key.pem").exists() {
+            let partial = dir.with_extension("new");
+            let _ = std::fs::remove_dir_all(&partial);
+            builder::bundle::signing::keygen(&partial, "qemu-tests", std::time::SystemTime::now())
+                .unwrap();
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::rename(&partial, &dir).unwrap();
+        }
+    });
+    builder::bundle::signing::DevelopmentKeys {
+        ca_cert: dir.join("ca.cert.pem"),
+        ca_key: dir.join("ca.key.pem"),
+        signing_cert: dir.join("signing.cert.pem"),
+        signing_key: dir.join("signing.key.pem"),
+    }
+}
+
+/// The signer of the test bundles.
+pub fn test_signer() -> builder::bundle::signing::Signer {
+    let keys = test_keys();
+    builder::bundle::signing::Signer::load(
+        &keys.signing_key,
+        &keys.signing_cert,
+        std::time::SystemTime::now(),
+    )
+    .unwrap()
+}
+
+/// The device settings every qemu-virt test image has: root's SSH key
+/// [`ssh_key`] and the test network's NTP server ([`NTP_SERVER`]).
+pub fn test_device() -> builder::device::Overrides {
+    let public = std::fs::read_to_string(ssh_key().with_extension("pub")).unwrap();
+    builder::device::Overrides {
+        ssh_key_files: vec![("id_ed25519.pub".into(), public)],
+        ntp: vec![NTP_SERVER.into()],
+        ..Default::default()
+    }
 }
 
 /// A file of the image's boot partition, copied next to the image (for
@@ -75,19 +146,13 @@ pub fn boot_file(image: &Path, name: &str) -> PathBuf {
 }
 
 /// The qemu-virt test image, built on first use: the `test-shell` and
-/// `test-tone` layers, root's SSH key [`ssh_key`] and the test network's NTP server
-/// ([`NTP_SERVER`]), given the way a user gives them
-/// (`builder --ssh-key … --ntp …`).
+/// `test-tone` layers, root's SSH key [`ssh_key`], the test network's NTP
+/// server ([`NTP_SERVER`]) and the test CA as its update keyring, given the
+/// way a user gives them (`builder --ssh-key … --ntp … --keyring …`).
 pub fn qemu_virt() -> &'static TestImage {
     static IMAGE: OnceLock<TestImage> = OnceLock::new();
     IMAGE.get_or_init(|| {
-        let public = std::fs::read_to_string(ssh_key().with_extension("pub")).unwrap();
-        let device = builder::device::Overrides {
-            ssh_key_files: vec![("id_ed25519.pub".into(), public)],
-            ntp: vec![NTP_SERVER.into()],
-            ..Default::default()
-        };
-        let image = build_with("qemu-virt", &["test-shell", "test-tone"], device);
+        let image = build_with("qemu-virt", &["test-shell", "test-tone"], test_device());
         // The firmware QEMU runs is the one the image carries.
         let u_boot = boot_file(&image, "u-boot.bin");
         TestImage { image, u_boot }

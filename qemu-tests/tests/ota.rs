@@ -1,0 +1,429 @@
+//! Over-the-air updates under QEMU, the way a device gets them: the
+//! qemu-virt test image (v1) boots on the IPv6-only test network; the
+//! builder writes a signed RAUC bundle of a second release (v2: the same
+//! image plus a file that shows it); Debian's nginx, started by the test,
+//! serves it; inside the guest `rauc install http://[router]:8080/…`
+//! streams it into slot b through our U-Boot A/B backend (`vinyl-update`).
+//! After a reboot U-Boot gives slot b a trial, the health check marks it
+//! good, and the device runs v2 with everything on /data kept: machine ID,
+//! SSH host key, files, its IPv6 address — and the stream plays.
+//!
+//! On the same machine, before that: bundles signed by another CA, for
+//! another board, with damaged signature bytes or a flipped payload byte are
+//! refused, and the boot state stays as it was. After it: a v3 whose
+//! streamer never starts is installed into slot a, fails its health check,
+//! is marked bad, and the device returns to v2 on slot b and plays.
+
+mod test_image;
+mod test_net;
+
+use builder::bundle::{Bundle, manifest::Manifest, signing::Signer};
+use qemu_tests::tone;
+use qemu_tests::{Backend, MachineConfig, Vm};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use test_net::{TestNet, eventually};
+
+const BOOT: Duration = Duration::from_secs(600);
+const COMMAND: Duration = Duration::from_secs(60);
+const INSTALL: Duration = Duration::from_secs(1200);
+const MAC: &str = "52:54:00:12:34:60";
+const PORT: u16 = 8080;
+
+/// Debian's nginx serving `root` on port 8080 of the test network's host
+/// side, in the foreground, stopped when dropped.
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(net: &TestNet, root: &Path) -> Nginx {
+        let dir = net.dir().join("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        let d = dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{}}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+                 default_type application/octet-stream;\n\
+                 server {{ listen [::]:{PORT} ipv6only=on; root {}; }}\n}}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = net
+            .command("nginx")
+            .args(["-e", &format!("{d}/error.log"), "-c"])
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting nginx (package nginx)");
+        let url = format!("http://[{}]:{PORT}/", test_net::ROUTER);
+        eventually("nginx answering", Duration::from_secs(30), || {
+            let (ok, out) = net.run("curl", &["-sS", "-g", "-o", "/dev/null", "-I", &url]);
+            if ok { Ok(()) } else { Err(out) }
+        });
+        Nginx(child)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `bundle` with its signature replaced: `manifest` signed by `signer`.
+fn resigned(bundle: &Bundle, manifest: &Manifest, signer: &Signer) -> Vec<u8> {
+    let mut bytes = std::fs::read(&bundle.path).unwrap();
+    let signature_at = signature_offset(&bytes);
+    bytes.truncate(signature_at);
+    let signature = signer.sign(manifest.to_text().as_bytes()).unwrap();
+    bytes.extend_from_slice(&signature);
+    bytes.extend_from_slice(&(signature.len() as u64).to_be_bytes());
+    bytes
+}
+
+/// Where a bundle's CMS signature starts (its length is the last 8 bytes).
+fn signature_offset(bytes: &[u8]) -> usize {
+    let length = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap());
+    bytes.len() - 8 - length as usize
+}
+
+/// Installs `url` in the guest and returns (success, RAUC's output).
+fn rauc_install(vm: &mut Vm, url: &str) -> (bool, String) {
+    let out = vm
+        .run(&format!("rauc install {url} 2>&1"), INSTALL)
+        .unwrap();
+    (out.success(), out.output)
+}
+
+/// What must survive an update: identity and data on /data.
+fn identity(vm: &mut Vm) -> String {
+    vm.run_ok(
+        "cat /etc/machine-id /data/ssh/ssh_host_ed25519_key.pub /data/ota-test/kept",
+        COMMAND,
+    )
+    .unwrap()
+}
+
+/// The boot state files, hashed, as the guest reads them.
+fn state_files(vm: &mut Vm) -> String {
+    vm.run_ok(
+        "sha256sum /boot/firmware/ab-state-0.env /boot/firmware/ab-state-1.env",
+        COMMAND,
+    )
+    .unwrap()
+}
+
+/// `vinyl-update status --json` in the guest.
+fn status(vm: &mut Vm) -> serde_json::Value {
+    let out = vm.run_ok("vinyl-update status --json", COMMAND).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+/// Listens to the stream for a few seconds with ffmpeg on the host side and
+/// checks that the last two seconds are the 1 kHz test tone.
+fn hear_the_tone(net: &TestNet, address: &str) {
+    let url = format!("http://[{address}]:8000/stream.opus");
+    eventually(
+        "the tone, heard by ffmpeg",
+        Duration::from_secs(120),
+        || {
+            let output = net
+                .command("ffmpeg")
+                .args(["-nostdin", "-hide_banner", "-loglevel", "error", "-t", "6"])
+                .args([
+                    "-i", &url, "-ac", "1", "-ar", "48000", "-f", "s16le", "pipe:1",
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let samples = tone::from_s16le(&output.stdout);
+            let last = samples.len().saturating_sub(2 * 48_000);
+            match tone::measure(&samples[last..], 48_000) {
+                Some(t) if t.is_tone(1000.0, 5.0) => Ok(()),
+                other => Err(format!(
+                    "{} samples, {other:?}; ffmpeg: {}",
+                    samples.len(),
+                    String::from_utf8_lossy(&output.stderr)
+                )),
+            }
+        },
+    );
+}
+
+#[test]
+fn a_good_update_is_installed_tried_and_marked_good() {
+    let name = "ota-good";
+    if !test_image::prerequisites_or_skip(name) {
+        return;
+    }
+    let Some(backend) = test_net::ready(name, Some(Backend::Local)) else {
+        return;
+    };
+    let Some(_) = test_support::found(
+        name,
+        Some(Path::new("/usr/sbin/nginx")).filter(|p| p.exists()),
+        || "nginx is not installed (apt-get install nginx)".into(),
+    ) else {
+        return;
+    };
+    let v1 = test_image::qemu_virt();
+    let signer = test_image::test_signer();
+    let started = Instant::now();
+    let (_, bundle) = test_image::build_full(
+        "qemu-virt",
+        "qemu-virt-v2",
+        &["test-shell", "test-tone", "test-update-v2"],
+        test_image::test_device(),
+        Some(&signer),
+    );
+    let bundle = bundle.unwrap();
+    eprintln!(
+        "{name}: v2 image and bundle in {:.0} s: {} ({:.1} MB), version {}, build {}",
+        started.elapsed().as_secs_f64(),
+        bundle.path.display(),
+        bundle.size as f64 / 1e6,
+        bundle.manifest.version,
+        bundle.manifest.build
+    );
+
+    let _turn = test_image::one_machine_at_a_time();
+    let image = test_image::scenario_copy(&v1.image, name);
+    let net = TestNet::start("ota-good");
+    let www = net.dir().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let file_name = bundle
+        .path
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    std::fs::copy(&bundle.path, www.join(&file_name)).unwrap();
+    let _nginx = Nginx::start(&net, &www);
+
+    let config = MachineConfig::new(name, &image, &v1.u_boot)
+        .with_shell()
+        .with_backend(backend);
+    let mut vm = net.boot(config, MAC);
+    let address = test_net::announced_address(&vm, BOOT);
+    vm.wait_for_shell(BOOT).unwrap();
+    vm.run_ok(
+        "mkdir -p /data/ota-test && echo kept-$(cat /proc/sys/kernel/random/uuid) > /data/ota-test/kept && sync",
+        COMMAND,
+    )
+    .unwrap();
+    let before = identity(&mut vm);
+    let release = vm.run("cat /etc/vinyl/test-release", COMMAND).unwrap();
+    assert_ne!(release.output.trim(), "v2", "v1 already shows v2");
+    assert_eq!(
+        vm.run_ok("vinyl-update backend get-primary", COMMAND)
+            .unwrap()
+            .trim(),
+        "a"
+    );
+
+    // Refused bundles: each install fails with a clear message, and the
+    // boot state is untouched (slot a primary, the files byte for byte).
+    let states_v1 = state_files(&mut vm);
+    let other_keys = tempfile::tempdir().unwrap();
+    let other =
+        builder::bundle::signing::keygen(other_keys.path(), "other", std::time::SystemTime::now())
+            .unwrap();
+    let other_signer = Signer::load(
+        &other.signing_key,
+        &other.signing_cert,
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let mut other_board = bundle.manifest.clone();
+    other_board.compatible = "vinyl-rpi4".into();
+    let good_bytes = std::fs::read(&bundle.path).unwrap();
+    let signature_at = signature_offset(&good_bytes);
+    let payload_size = signature_at - bundle.manifest.verity.as_ref().unwrap().size as usize;
+    let mut damaged_signature = good_bytes.clone();
+    damaged_signature[signature_at + (good_bytes.len() - 8 - signature_at) - 5] ^= 0x10;
+    let mut flipped_payload = good_bytes.clone();
+    flipped_payload[payload_size / 2] ^= 0x01;
+    let refused: [(&str, Vec<u8>, &[&str]); 4] = [
+        (
+            "other-ca",
+            resigned(&bundle, &bundle.manifest, &other_signer),
+            &["signature"],
+        ),
+        (
+            "other-board",
+            resigned(&bundle, &other_board, &signer),
+            &["compatible", "vinyl-rpi4"],
+        ),
+        ("damaged-signature", damaged_signature, &["signature"]),
+        ("flipped-payload", flipped_payload, &[]),
+    ];
+    for (case, bytes, expected) in refused {
+        std::fs::write(www.join(format!("{case}.raucb")), bytes).unwrap();
+        let url = format!("http://[{}]:{PORT}/{case}.raucb", test_net::ROUTER);
+        let (ok, output) = rauc_install(&mut vm, &url);
+        assert!(!ok, "{case}: the install succeeded:\n{output}");
+        let lower = output.to_lowercase();
+        for word in expected {
+            assert!(lower.contains(word), "{case}: no {word:?} in:\n{output}");
+        }
+        let why: Vec<&str> = output
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.contains('%'))
+            .collect();
+        eprintln!("{name}: {case} refused:\n  {}", why.join("\n  "));
+        if case == "flipped-payload" {
+            // The kernel's dm-verity caught the block, not a user-space check.
+            let kernel = vm
+                .run_ok("dmesg | grep -i 'verity' || true", COMMAND)
+                .unwrap();
+            assert!(
+                kernel.contains("corrupted"),
+                "no dm-verity error in dmesg:\n{kernel}"
+            );
+        }
+        assert_eq!(status(&mut vm)["primary"], "a", "{case}");
+        assert_eq!(
+            state_files(&mut vm),
+            states_v1,
+            "{case}: the boot state changed"
+        );
+    }
+
+    // Install over IPv6 from nginx, streamed (RAUC reads the bundle with
+    // HTTP range requests through nbd).
+    let url = format!("http://[{}]:{PORT}/{file_name}", test_net::ROUTER);
+    let install_started = Instant::now();
+    let install = vm
+        .run(&format!("rauc install {url} 2>&1"), INSTALL)
+        .unwrap();
+    let install_time = install_started.elapsed();
+    if !install.success() {
+        let journal = vm
+            .run(
+                "journalctl -b -u rauc --no-pager -o cat; ls -l /dev/vinyl; cat /proc/cmdline",
+                COMMAND,
+            )
+            .map(|o| o.output)
+            .unwrap_or_default();
+        panic!(
+            "rauc install failed:\n{}\nRAUC's journal:\n{journal}\nnginx: {}",
+            install.output,
+            std::fs::read_to_string(net.dir().join("nginx/error.log")).unwrap_or_default()
+        );
+    }
+    let after_install = status(&mut vm);
+    assert_eq!(after_install["primary"], "b", "{after_install}");
+    assert_eq!(after_install["active"], "a", "{after_install}");
+    let rauc_status = vm.run_ok("rauc status --detailed 2>&1", COMMAND).unwrap();
+    eprintln!(
+        "{name}: installed in {:.0} s\n{rauc_status}",
+        install_time.as_secs_f64()
+    );
+
+    // The trial boot of b, and the health check marking it good.
+    vm.send("systemctl reboot").unwrap();
+    let rebooted = Instant::now();
+    vm.wait_for_console("vinyl: trial boot of slot b", BOOT)
+        .unwrap();
+    vm.wait_for_console("initramfs: switching to slot b", BOOT)
+        .unwrap();
+    let address_after = test_net::announced_address(&vm, BOOT);
+    assert_eq!(address_after, address, "the IPv6 address changed");
+    vm.wait_for_shell(BOOT).unwrap();
+    eventually("the health check marking slot b good", BOOT, || {
+        let journal = vm
+            .run(
+                "journalctl -b -u vinyl-mark-good --no-pager -o cat",
+                COMMAND,
+            )
+            .map_err(|e| e.to_string())?;
+        if journal.output.contains("this slot is marked good") {
+            Ok(())
+        } else {
+            Err(journal.output)
+        }
+    });
+    let marked_good = rebooted.elapsed();
+    let good = status(&mut vm);
+    assert_eq!(good["booted"]["slot"], "b", "{good}");
+    assert_eq!(good["active"], "b", "{good}");
+    assert!(good["trial"].is_null(), "{good}");
+    assert_eq!(
+        vm.run_ok("cat /etc/vinyl/test-release", COMMAND)
+            .unwrap()
+            .trim(),
+        "v2"
+    );
+    assert_eq!(identity(&mut vm), before, "/data or the identity changed");
+    hear_the_tone(&net, &address);
+
+    // A normal boot of b: nothing written to the boot state.
+    let states = state_files(&mut vm);
+    vm.send("systemctl reboot").unwrap();
+    vm.wait_for_console("vinyl: booting slot b from virtio 0:3", BOOT)
+        .unwrap();
+    vm.wait_for_console("initramfs: switching to slot b", BOOT)
+        .unwrap();
+    vm.wait_for_shell(BOOT).unwrap();
+    assert_eq!(
+        state_files(&mut vm),
+        states,
+        "a normal boot wrote the boot state"
+    );
+    let console = vm.console_text();
+    assert_eq!(console.matches("vinyl: trial boot of slot b").count(), 1);
+    // A bad release: v3's streamer never starts. It goes into slot a, fails
+    // its trial's health check, is marked bad, and the device reboots into
+    // v2 on slot b.
+    let (_, broken) = test_image::build_full(
+        "qemu-virt",
+        "qemu-virt-v3",
+        &["test-shell", "test-tone", "test-update-broken"],
+        test_image::test_device(),
+        Some(&signer),
+    );
+    let broken = broken.unwrap();
+    std::fs::copy(&broken.path, www.join("broken.raucb")).unwrap();
+    let url = format!("http://[{}]:{PORT}/broken.raucb", test_net::ROUTER);
+    let (ok, output) = rauc_install(&mut vm, &url);
+    assert!(ok, "installing v3: {output}");
+    assert_eq!(status(&mut vm)["primary"], "a");
+    vm.send("systemctl reboot").unwrap();
+    vm.wait_for_console("vinyl: trial boot of slot a", BOOT)
+        .unwrap();
+    vm.wait_for_console("initramfs: switching to slot a", BOOT)
+        .unwrap();
+    vm.wait_for_console("marking this slot bad and rebooting", BOOT)
+        .unwrap();
+    vm.wait_for_console("vinyl: booting slot b from virtio 0:3", BOOT)
+        .unwrap();
+    vm.wait_for_console("initramfs: switching to slot b", BOOT)
+        .unwrap();
+    vm.wait_for_shell(BOOT).unwrap();
+    let back = status(&mut vm);
+    assert_eq!(back["booted"]["slot"], "b", "{back}");
+    assert_eq!(back["active"], "b", "{back}");
+    assert_eq!(back["slots"]["a"], "bad", "{back}");
+    let rauc = vm.run_ok("rauc status 2>&1", COMMAND).unwrap();
+    assert!(rauc.contains("Booted from: rootfs.1"), "{rauc}");
+    assert_eq!(
+        vm.run_ok("cat /etc/vinyl/test-release", COMMAND)
+            .unwrap()
+            .trim(),
+        "v2"
+    );
+    hear_the_tone(&net, &address);
+
+    eprintln!(
+        "{name}: bundle {:.1} MB; install {:.0} s; reboot -> marked good {:.0} s",
+        bundle.size as f64 / 1e6,
+        install_time.as_secs_f64(),
+        marked_good.as_secs_f64()
+    );
+}
