@@ -167,13 +167,19 @@ pub fn files(board: &Board) -> Vec<DeviceFile> {
     files
 }
 
+/// The `compatible` of a board's images (RAUC's `system.conf`) and of its
+/// bundles: a device installs only bundles for its own board.
+pub fn compatible(board: &str) -> String {
+    format!("vinyl-{board}")
+}
+
 /// RAUC's configuration for `board`'s images, and the keyring (PEM) it
 /// trusts bundles from; without one, RAUC refuses every bundle.
 pub fn update_files(board: &Board, keyring: Option<&str>) -> Vec<DeviceFile> {
     let system_conf = format!(
         "# Written by the image builder for board {board}.
 [system]
-compatible=vinyl-{board}
+compatible={compatible}
 # boot.scr's A/B state on the boot partition, through vinyl-update
 bootloader=custom
 # the root is read-only: slot status on /data, bundles mounted under /run
@@ -199,7 +205,8 @@ device=/dev/vinyl/root-b
 type=ext4
 bootname=b
 ",
-        board = board.name
+        board = board.name,
+        compatible = compatible(&board.name)
     );
     let mut files = vec![file("etc/rauc/system.conf", system_conf, 0o644)];
     if let Some(pem) = keyring {

@@ -493,7 +493,7 @@ impl Pipeline {
         };
         let name = format!("{}-{version}.raucb", image::image_name(&self.board));
         let written = bundle::write(&bundle::BundleSpec {
-            compatible: bundle::compatible(&self.board.name),
+            compatible: crate::device::compatible(&self.board.name),
             version,
             build: format!("lock {} tree {tree_digest}", lock.digest()),
             description: self.board.description.clone(),

@@ -28,12 +28,6 @@ pub const SLOT_CLASS: &str = "rootfs";
 /// The image's name inside a bundle (`.ext4`: copied raw onto the slot).
 pub const IMAGE_NAME: &str = "rootfs.ext4";
 
-/// The `compatible` of a board's images and bundles: a device installs
-/// only bundles for its own board.
-pub fn compatible(board: &str) -> String {
-    format!("vinyl-{board}")
-}
-
 /// A region of a file: the root slot's ext4 inside the `.img`.
 #[derive(Debug, Clone)]
 pub struct Region {

@@ -12,7 +12,7 @@ use cms::builder::{SignedDataBuilder, SignerInfoBuilder};
 use cms::cert::{CertificateChoices, IssuerAndSerialNumber};
 use cms::signed_data::{EncapsulatedContentInfo, SignerIdentifier};
 use der::asn1::OctetString;
-use der::{Any, Decode as _, Encode as _, EncodePem as _, Tag};
+use der::{Any, Encode as _, EncodePem as _, Tag};
 use p256::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, LineEnding};
 use sha2_10::Sha256;
 use spki::{AlgorithmIdentifierOwned, EncodePublicKey as _, SubjectPublicKeyInfoOwned};
@@ -382,9 +382,4 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
     temp.persist_noclobber(path)
         .map_err(|e| anyhow!("writing {}: {}", path.display(), e.error))?;
     Ok(())
-}
-
-/// Parses a certificate (for tests and the keyring check).
-pub fn parse_certificate_der(der: &[u8]) -> Result<Certificate> {
-    Ok(Certificate::from_der(der)?)
 }
