@@ -37,6 +37,9 @@ pub fn validate(config: &MachineConfig) -> Result<()> {
         if config.network != Network::None {
             return virt_only("Network::Tap (virtio-net)");
         }
+        if config.write_image {
+            return virt_only("write_image (an SD card must be resized in an overlay)");
+        }
     }
     if let Network::Tap { netns, tap, mac } = &config.network {
         for (what, value) in [("netns", netns), ("tap", tap)] {
@@ -157,16 +160,19 @@ pub fn qemu_args(config: &MachineConfig, layout: &Layout) -> Result<Vec<String>>
     }
 
     let overlay = opt_value(&layout.overlay);
+    let image = opt_value(&config.image);
+    let disk = match config.write_image {
+        true => format!("file={image},format=raw"),
+        false => format!("file={overlay},format=qcow2"),
+    };
     match config.machine {
         Machine::Virt => push(&[
             "-drive",
-            &format!("if=none,id=disk0,file={overlay},format=qcow2"),
+            &format!("if=none,id=disk0,{disk}"),
             "-device",
             "virtio-blk-pci,drive=disk0",
         ]),
-        Machine::Raspi3b | Machine::Raspi4b => {
-            push(&["-drive", &format!("if=sd,file={overlay},format=qcow2")])
-        }
+        Machine::Raspi3b | Machine::Raspi4b => push(&["-drive", &format!("if=sd,{disk}")]),
     }
 
     match &config.network {
@@ -236,13 +242,17 @@ pub fn qemu_argv(
 
 /// The qemu-img commands that make the overlay: `create` backed by the
 /// image, and for SD cards a `resize` to the next power of two (QEMU refuses
-/// other SD sizes; only the overlay grows, never the image).
+/// other SD sizes; only the overlay grows, never the image). None when the
+/// machine writes the image itself.
 pub fn overlay_commands(
-    image: &Path,
+    config: &MachineConfig,
     image_len: u64,
-    machine: Machine,
     overlay: &Path,
 ) -> Vec<Vec<String>> {
+    if config.write_image {
+        return Vec::new();
+    }
+    let (image, machine) = (&config.image, config.machine);
     let mut commands = vec![vec![
         QEMU_IMG.to_string(),
         "create".into(),
@@ -531,22 +541,44 @@ mod tests {
 
     #[test]
     fn overlay_is_created_and_sd_cards_are_resized_to_a_power_of_two() {
-        let image = Path::new("/img/disk.img");
         let overlay = Path::new("/w/disk.qcow2");
-        let virt = overlay_commands(image, 1_000_000_000, Machine::Virt, overlay);
+        let virt = overlay_commands(&firmware_config(), 1_000_000_000, overlay);
         assert_eq!(virt.len(), 1);
         assert_eq!(
             virt[0].join(" "),
             "qemu-img create -q -f qcow2 -F raw -b /img/disk.img /w/disk.qcow2"
         );
-        let pi = overlay_commands(image, 1_000_000_000, Machine::Raspi3b, overlay);
-        assert_eq!(pi.len(), 2);
+        let pi = |machine| MachineConfig {
+            machine,
+            ..firmware_config()
+        };
+        let sd = overlay_commands(&pi(Machine::Raspi3b), 1_000_000_000, overlay);
+        assert_eq!(sd.len(), 2);
         assert_eq!(
-            pi[1].join(" "),
+            sd[1].join(" "),
             "qemu-img resize -q -f qcow2 /w/disk.qcow2 1073741824"
         );
-        let exact = overlay_commands(image, 1 << 30, Machine::Raspi4b, overlay);
+        let exact = overlay_commands(&pi(Machine::Raspi4b), 1 << 30, overlay);
         assert_eq!(exact.len(), 1);
+    }
+
+    #[test]
+    fn a_machine_writing_its_image_has_no_overlay() {
+        let config = firmware_config().writing_the_image();
+        assert!(overlay_commands(&config, 1 << 30, Path::new("/w/disk.qcow2")).is_empty());
+        let args = qemu_args(&config, &layout()).unwrap();
+        assert!(args.contains(&"if=none,id=disk0,file=/img/disk.img,format=raw".to_string()));
+        let pi = MachineConfig {
+            machine: Machine::Raspi4b,
+            boot: Boot::Kernel {
+                kernel: "/k".into(),
+                initrd: None,
+                dtb: None,
+                append: String::new(),
+            },
+            ..config
+        };
+        assert!(validate(&pi).is_err());
     }
 
     #[test]
@@ -570,12 +602,8 @@ mod tests {
     #[test]
     fn container_script_prepares_runs_and_watches_the_lock() {
         let layout = layout();
-        let prepare = overlay_commands(
-            Path::new("/img/d.img"),
-            4096,
-            Machine::Virt,
-            &layout.overlay,
-        );
+        let config = MachineConfig::new("m", "/img/d.img", "/fw/u-boot.bin");
+        let prepare = overlay_commands(&config, 4096, &layout.overlay);
         let qemu = qemu_argv(&firmware_config(), &layout, NetnsEntry::Nsenter).unwrap();
         let script = container_script(&prepare, &qemu, &layout);
         let lines: Vec<&str> = script.lines().collect();

@@ -12,9 +12,14 @@ use crate::error::{Error, Result};
 /// [`MachineConfig::raspi`] and change fields; all are public.
 #[derive(Debug, Clone)]
 pub struct MachineConfig {
-    /// The raw disk image. It is never modified: the machine boots from a
-    /// qcow2 overlay backed by it, in the machine's work directory.
+    /// The raw disk image. It is never modified (unless `write_image`): the
+    /// machine boots from a qcow2 overlay backed by it, in the machine's
+    /// work directory.
     pub image: PathBuf,
+    /// Boot from `image` itself and write into it, with no overlay: a test
+    /// can kill QEMU (a power cut) and start a new machine on the same disk.
+    /// `virt` on the local backend only; give each test its own copy.
+    pub write_image: bool,
     /// How the machine boots.
     pub boot: Boot,
     /// Which machine QEMU emulates.
@@ -51,6 +56,7 @@ impl MachineConfig {
     ) -> Self {
         MachineConfig {
             image: image.into(),
+            write_image: false,
             boot: Boot::Firmware(firmware.into()),
             machine: Machine::Virt,
             memory_mib: None,
@@ -95,6 +101,12 @@ impl MachineConfig {
     /// With this network attachment.
     pub fn with_network(mut self, network: Network) -> Self {
         self.network = network;
+        self
+    }
+
+    /// Writing into the image itself, with no overlay (see `write_image`).
+    pub fn writing_the_image(mut self) -> Self {
+        self.write_image = true;
         self
     }
 

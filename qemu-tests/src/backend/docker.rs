@@ -65,12 +65,16 @@ pub(crate) fn start(
     image_len: u64,
 ) -> Result<DockerProcess> {
     check()?;
+    if config.write_image {
+        return Err(Error::Config(
+            "write_image needs the local backend (the container sees the image read-only)".into(),
+        ));
+    }
     let image = runner_image::ensure()?;
     sweep_stale_containers();
     let (name, tag) = image.rsplit_once(':').unwrap_or((&image, "latest"));
 
-    let prepare =
-        cmdline::overlay_commands(&config.image, image_len, config.machine, &layout.overlay);
+    let prepare = cmdline::overlay_commands(config, image_len, &layout.overlay);
     let qemu = cmdline::qemu_argv(config, layout, NetnsEntry::Nsenter)?;
     let script = cmdline::container_script(&prepare, &qemu, layout);
     workdir::write_command_file(layout, &script)?;

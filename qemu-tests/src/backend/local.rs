@@ -36,8 +36,7 @@ pub(crate) fn start(
     image_len: u64,
 ) -> Result<LocalProcess> {
     check()?;
-    let prepare =
-        cmdline::overlay_commands(&config.image, image_len, config.machine, &layout.overlay);
+    let prepare = cmdline::overlay_commands(config, image_len, &layout.overlay);
     let argv = cmdline::qemu_argv(config, layout, NetnsEntry::IpNetnsExec)?;
     let mut script: Vec<String> = prepare.iter().map(|c| cmdline::sh_command(c)).collect();
     script.push(cmdline::sh_command(&argv));
