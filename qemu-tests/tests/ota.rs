@@ -10,9 +10,13 @@
 //!
 //! On the same machine, before that: bundles signed by another CA, for
 //! another board, with damaged signature bytes or a flipped payload byte are
-//! refused, and the boot state stays as it was. After it: a v3 whose
-//! streamer never starts is installed into slot a, fails its health check,
-//! is marked bad, and the device returns to v2 on slot b and plays.
+//! refused, and the boot state stays as it was; then QEMU is killed three
+//! times while RAUC writes slot b (power cuts), and each time the device
+//! boots slot a as it was and plays. After the good update, two bad ones go
+//! into slot a: a release whose kernel panics (its init exits) uses up its
+//! trial boots and U-Boot returns to slot b; a v3 whose streamer never starts
+//! fails its health check, is marked bad, and the device returns to v2 on
+//! slot b and plays.
 
 mod test_image;
 mod test_net;
@@ -94,11 +98,20 @@ fn signature_offset(bytes: &[u8]) -> usize {
 }
 
 /// Installs `url` in the guest and returns (success, RAUC's output).
+/// A failure's output ends with the kernel's last messages (dm-verity and
+/// nbd report there).
 fn rauc_install(vm: &mut Vm, url: &str) -> (bool, String) {
     let out = vm
         .run(&format!("rauc install {url} 2>&1"), INSTALL)
         .unwrap();
-    (out.success(), out.output)
+    if out.success() {
+        return (true, out.output);
+    }
+    let kernel = vm
+        .run("dmesg | grep -v audit | tail -n 8", COMMAND)
+        .map(|o| o.output)
+        .unwrap_or_default();
+    (false, format!("{}\nkernel:\n{kernel}", out.output))
 }
 
 /// What must survive an update: identity and data on /data.
@@ -192,6 +205,8 @@ fn a_good_update_is_installed_tried_and_marked_good() {
     );
 
     let _turn = test_image::one_machine_at_a_time();
+    // The machine writes this copy itself, so a new QEMU after a power cut
+    // finds the disk as the old one left it.
     let image = test_image::scenario_copy(&v1.image, name);
     let net = TestNet::start("ota-good");
     let www = net.dir().join("www");
@@ -207,9 +222,10 @@ fn a_good_update_is_installed_tried_and_marked_good() {
     let _nginx = Nginx::start(&net, &www);
 
     let config = MachineConfig::new(name, &image, &v1.u_boot)
+        .writing_the_image()
         .with_shell()
         .with_backend(backend);
-    let mut vm = net.boot(config, MAC);
+    let mut vm = net.boot(config.clone(), MAC);
     let address = test_net::announced_address(&vm, BOOT);
     vm.wait_for_shell(BOOT).unwrap();
     vm.run_ok(
@@ -295,9 +311,69 @@ fn a_good_update_is_installed_tried_and_marked_good() {
         );
     }
 
-    // Install over IPv6 from nginx, streamed (RAUC reads the bundle with
-    // HTTP range requests through nbd).
+    // Power cuts while slot b is written: QEMU is killed once the slot holds
+    // a few MiB, about half and nearly all of the new image. Each time the
+    // device boots slot a with the boot state untouched, and plays.
     let url = format!("http://[{}]:{PORT}/{file_name}", test_net::ROUTER);
+    let slot_b_written = "read -r _ _ _ _ _ _ sectors _ \
+        < /sys/class/block/$(basename $(readlink -f /dev/vinyl/root-b))/stat; \
+        echo $((sectors * 512)); \
+        kill -0 $(cat /run/ota-install.pid) 2>/dev/null && echo running || echo ended";
+    for cut_at in [16u64 << 20, 512 << 20, 960 << 20] {
+        vm.run_ok(
+            &format!(
+                "rauc install {url} >/run/ota-install.log 2>&1 & echo $! >/run/ota-install.pid"
+            ),
+            COMMAND,
+        )
+        .unwrap();
+        let deadline = Instant::now() + INSTALL;
+        let written = loop {
+            let out = vm.run_ok(slot_b_written, COMMAND).unwrap();
+            let written: u64 = out
+                .lines()
+                .next()
+                .and_then(|l| l.trim().parse().ok())
+                .unwrap_or_else(|| panic!("bytes written to slot b: {out:?}"));
+            if written >= cut_at {
+                break written;
+            }
+            let log = vm.run("cat /run/ota-install.log", COMMAND).unwrap().output;
+            assert!(
+                out.contains("running") && Instant::now() < deadline,
+                "the install ended (or stalled) with {written} bytes in slot b, before {cut_at}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        };
+        vm.kill();
+        drop(vm);
+        eprintln!(
+            "{name}: power cut with {} MiB written to slot b",
+            written >> 20
+        );
+        vm = net.boot(config.clone(), MAC);
+        vm.wait_for_console("vinyl: booting slot a from virtio 0:2", BOOT)
+            .unwrap();
+        assert_eq!(test_net::announced_address(&vm, BOOT), address);
+        vm.wait_for_shell(BOOT).unwrap();
+        let after_cut = status(&mut vm);
+        assert_eq!(after_cut["booted"]["slot"], "a", "{after_cut}");
+        assert_eq!(after_cut["primary"], "a", "{after_cut}");
+        assert_eq!(
+            state_files(&mut vm),
+            states_v1,
+            "the cut changed the boot state"
+        );
+        assert_eq!(identity(&mut vm), before, "/data or the identity changed");
+        hear_the_tone(&net, &address);
+    }
+    assert!(
+        !vm.console_text().contains("vinyl: trial boot"),
+        "a cut install started a trial"
+    );
+
+    // Install over IPv6 from nginx, streamed (RAUC reads the bundle with
+    // HTTP range requests through nbd); after the cuts, it succeeds.
     let install_started = Instant::now();
     let install = vm
         .run(&format!("rauc install {url} 2>&1"), INSTALL)
@@ -378,6 +454,45 @@ fn a_good_update_is_installed_tried_and_marked_good() {
     );
     let console = vm.console_text();
     assert_eq!(console.matches("vinyl: trial boot of slot b").count(), 1);
+    // A release whose kernel panics (its init exits): U-Boot spends the
+    // trial's tries on it, then boots slot b again, which writes nothing
+    // new to RAUC: the health check never ran on slot a.
+    let (_, panicking) = test_image::build_full(
+        "qemu-virt",
+        "qemu-virt-panic",
+        &["test-shell", "test-tone", "test-update-panic"],
+        test_image::test_device(),
+        Some(&signer),
+    );
+    std::fs::copy(&panicking.unwrap().path, www.join("panic.raucb")).unwrap();
+    let url = format!("http://[{}]:{PORT}/panic.raucb", test_net::ROUTER);
+    let (ok, output) = rauc_install(&mut vm, &url);
+    assert!(ok, "installing the panicking release: {output}");
+    assert_eq!(status(&mut vm)["primary"], "a");
+    vm.send("systemctl reboot").unwrap();
+    for left in (0..ab_state::DEFAULT_TRIES).rev() {
+        vm.wait_for_console(
+            format!("vinyl: trial boot of slot a (tries left after this one: {left})").as_str(),
+            BOOT,
+        )
+        .unwrap();
+        vm.wait_for_console("Kernel panic - not syncing", BOOT)
+            .unwrap();
+    }
+    vm.wait_for_console(
+        "vinyl: slot a used up its trial boots; returning to slot b",
+        BOOT,
+    )
+    .unwrap();
+    vm.wait_for_console("initramfs: switching to slot b", BOOT)
+        .unwrap();
+    vm.wait_for_shell(BOOT).unwrap();
+    let back = status(&mut vm);
+    assert_eq!(back["booted"]["slot"], "b", "{back}");
+    assert_eq!(back["active"], "b", "{back}");
+    assert!(back["trial"].is_null(), "{back}");
+    assert_eq!(back["slots"]["a"], "bad", "{back}");
+
     // A bad release: v3's streamer never starts. It goes into slot a, fails
     // its trial's health check, is marked bad, and the device reboots into
     // v2 on slot b.
