@@ -168,6 +168,44 @@ fn hear_the_tone(net: &TestNet, address: &str) {
     );
 }
 
+/// Builds the qemu-virt release with `recipes` (test layers) into
+/// `target/qemu-tests/bundles/<out>`, serves its bundle as `www/<file>`
+/// and installs it in the guest, which is running slot b: slot a becomes
+/// primary, on trial at the next boot.
+fn install_into_slot_a(
+    vm: &mut Vm,
+    www: &Path,
+    signer: &Signer,
+    out: &str,
+    recipes: &[&str],
+    file: &str,
+) {
+    let (_, bundle) = test_image::build_full(
+        "qemu-virt",
+        out,
+        recipes,
+        test_image::test_device(),
+        Some(signer),
+    );
+    std::fs::copy(&bundle.unwrap().path, www.join(file)).unwrap();
+    let url = format!("http://[{}]:{PORT}/{file}", test_net::ROUTER);
+    let (ok, output) = rauc_install(vm, &url);
+    assert!(ok, "installing {file}: {output}");
+    assert_eq!(status(vm)["primary"], "a");
+}
+
+/// After a failed trial of slot a: slot b booted and active again, a bad.
+fn back_on_slot_b(vm: &mut Vm) {
+    vm.wait_for_console("initramfs: switching to slot b", BOOT)
+        .unwrap();
+    vm.wait_for_shell(BOOT).unwrap();
+    let back = status(vm);
+    assert_eq!(back["booted"]["slot"], "b", "{back}");
+    assert_eq!(back["active"], "b", "{back}");
+    assert!(back["trial"].is_null(), "{back}");
+    assert_eq!(back["slots"]["a"], "bad", "{back}");
+}
+
 #[test]
 fn a_good_update_is_installed_tried_and_marked_good() {
     let name = "ota-good";
@@ -457,18 +495,14 @@ fn a_good_update_is_installed_tried_and_marked_good() {
     // A release whose kernel panics (its init exits): U-Boot spends the
     // trial's tries on it, then boots slot b again, which writes nothing
     // new to RAUC: the health check never ran on slot a.
-    let (_, panicking) = test_image::build_full(
-        "qemu-virt",
+    install_into_slot_a(
+        &mut vm,
+        &www,
+        &signer,
         "qemu-virt-panic",
         &["test-shell", "test-tone", "test-update-panic"],
-        test_image::test_device(),
-        Some(&signer),
+        "panic.raucb",
     );
-    std::fs::copy(&panicking.unwrap().path, www.join("panic.raucb")).unwrap();
-    let url = format!("http://[{}]:{PORT}/panic.raucb", test_net::ROUTER);
-    let (ok, output) = rauc_install(&mut vm, &url);
-    assert!(ok, "installing the panicking release: {output}");
-    assert_eq!(status(&mut vm)["primary"], "a");
     vm.send("systemctl reboot").unwrap();
     for left in (0..ab_state::DEFAULT_TRIES).rev() {
         vm.wait_for_console(
@@ -484,31 +518,19 @@ fn a_good_update_is_installed_tried_and_marked_good() {
         BOOT,
     )
     .unwrap();
-    vm.wait_for_console("initramfs: switching to slot b", BOOT)
-        .unwrap();
-    vm.wait_for_shell(BOOT).unwrap();
-    let back = status(&mut vm);
-    assert_eq!(back["booted"]["slot"], "b", "{back}");
-    assert_eq!(back["active"], "b", "{back}");
-    assert!(back["trial"].is_null(), "{back}");
-    assert_eq!(back["slots"]["a"], "bad", "{back}");
+    back_on_slot_b(&mut vm);
 
     // A bad release: v3's streamer never starts. It goes into slot a, fails
     // its trial's health check, is marked bad, and the device reboots into
     // v2 on slot b.
-    let (_, broken) = test_image::build_full(
-        "qemu-virt",
+    install_into_slot_a(
+        &mut vm,
+        &www,
+        &signer,
         "qemu-virt-v3",
         &["test-shell", "test-tone", "test-update-broken"],
-        test_image::test_device(),
-        Some(&signer),
+        "broken.raucb",
     );
-    let broken = broken.unwrap();
-    std::fs::copy(&broken.path, www.join("broken.raucb")).unwrap();
-    let url = format!("http://[{}]:{PORT}/broken.raucb", test_net::ROUTER);
-    let (ok, output) = rauc_install(&mut vm, &url);
-    assert!(ok, "installing v3: {output}");
-    assert_eq!(status(&mut vm)["primary"], "a");
     vm.send("systemctl reboot").unwrap();
     vm.wait_for_console("vinyl: trial boot of slot a", BOOT)
         .unwrap();
@@ -518,13 +540,7 @@ fn a_good_update_is_installed_tried_and_marked_good() {
         .unwrap();
     vm.wait_for_console("vinyl: booting slot b from virtio 0:3", BOOT)
         .unwrap();
-    vm.wait_for_console("initramfs: switching to slot b", BOOT)
-        .unwrap();
-    vm.wait_for_shell(BOOT).unwrap();
-    let back = status(&mut vm);
-    assert_eq!(back["booted"]["slot"], "b", "{back}");
-    assert_eq!(back["active"], "b", "{back}");
-    assert_eq!(back["slots"]["a"], "bad", "{back}");
+    back_on_slot_b(&mut vm);
     let rauc = vm.run_ok("rauc status 2>&1", COMMAND).unwrap();
     assert!(rauc.contains("Booted from: rootfs.1"), "{rauc}");
     assert_eq!(
