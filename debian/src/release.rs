@@ -2,11 +2,14 @@
 //! archive keys we ship, and parsing of the checksums it vouches for.
 
 use crate::deb822;
-use pgp::composed::{CleartextSignedMessage, Deserializable, SignedPublicKey};
+use crate::openpgp::{self, SigningKey};
 use std::collections::BTreeMap;
 
 /// Debian's trixie archive signing keys, as exported from the
-/// `debian-archive-keyring` package.
+/// `debian-archive-keyring` package: the two automatic RSA keys, whose
+/// subkeys sign every `InRelease` of trixie and trixie-security. (The
+/// EdDSA stable release key, which adds a third signature, is not used:
+/// [`openpgp`] checks RSA signatures only.)
 pub const TRIXIE_KEYS: &[(&str, &str)] = &[
     (
         "debian-archive-trixie-automatic.asc",
@@ -15,10 +18,6 @@ pub const TRIXIE_KEYS: &[(&str, &str)] = &[
     (
         "debian-archive-trixie-security-automatic.asc",
         include_str!("../keys/debian-archive-trixie-security-automatic.asc"),
-    ),
-    (
-        "debian-archive-trixie-stable.asc",
-        include_str!("../keys/debian-archive-trixie-stable.asc"),
     ),
 ];
 
@@ -30,9 +29,13 @@ pub enum ReleaseError {
     #[error("{file} is not a valid OpenPGP cleartext-signed file: {reason}")]
     NotSigned { file: String, reason: String },
     #[error(
-        "{file}: no signature verifies against Debian's archive keys ({keys}); the file was tampered with or comes from another archive"
+        "{file}: no signature verifies against Debian's archive keys ({keys}; the file carries {signatures}); the file was tampered with or comes from another archive"
     )]
-    BadSignature { file: String, keys: String },
+    BadSignature {
+        file: String,
+        keys: String,
+        signatures: String,
+    },
     #[error("{file}: {reason}")]
     Malformed { file: String, reason: String },
     #[error("{file} describes suite {found:?}, but {wanted:?} was requested; check the mirror URL")]
@@ -43,9 +46,10 @@ pub enum ReleaseError {
     },
 }
 
-/// A set of trusted public keys (primary keys and their bound subkeys).
+/// A set of trusted public keys: primary keys and their bound subkeys
+/// that can sign ([`openpgp`] says which kinds).
 pub struct Keyring {
-    keys: Vec<(String, SignedPublicKey)>,
+    keys: Vec<(String, Vec<SigningKey>)>,
 }
 
 impl Keyring {
@@ -54,18 +58,13 @@ impl Keyring {
         let keys = keys
             .iter()
             .map(|(name, armored)| {
-                let bad = |reason: String| ReleaseError::BadKey {
-                    name: name.to_string(),
-                    reason,
-                };
-                let (mut key, _) =
-                    SignedPublicKey::from_string(armored).map_err(|e| bad(e.to_string()))?;
-                // Trust a subkey only if the primary key bound it. (User-ID
-                // certifications by third parties are not needed and not checked.)
-                let primary = key.primary_key.clone();
-                key.public_subkeys
-                    .retain(|subkey| subkey.verify_bindings(&primary).is_ok());
-                Ok((name.to_string(), key))
+                let keys = openpgp::dearmor_public_key(armored)
+                    .and_then(|binary| openpgp::signing_keys(&binary))
+                    .map_err(|e| ReleaseError::BadKey {
+                        name: name.to_string(),
+                        reason: e.to_string(),
+                    })?;
+                Ok((name.to_string(), keys))
             })
             .collect::<Result<_, _>>()?;
         Ok(Keyring { keys })
@@ -80,19 +79,18 @@ impl Keyring {
     /// (LF line endings). At least one signature must verify against a
     /// primary key or subkey in this keyring.
     pub fn verify_cleartext(&self, file: &str, signed: &str) -> Result<String, ReleaseError> {
-        let (message, _) =
-            CleartextSignedMessage::from_string(signed).map_err(|e| ReleaseError::NotSigned {
-                file: file.to_string(),
-                reason: e.to_string(),
-            })?;
-        let verified = self.keys.iter().any(|(_, key)| {
-            message.verify(key).is_ok()
-                || key
-                    .public_subkeys
-                    .iter()
-                    .any(|subkey| message.verify(subkey).is_ok())
+        let message = openpgp::cleartext(signed).map_err(|e| ReleaseError::NotSigned {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
+        let verified = message.signatures.iter().any(|signature| {
+            self.keys
+                .iter()
+                .flat_map(|(_, keys)| keys)
+                .any(|key| key.verifies(signature, &message.canonical))
         });
         if !verified {
+            let rsa = message.signatures.iter().filter(|s| s.is_rsa()).count();
             return Err(ReleaseError::BadSignature {
                 file: file.to_string(),
                 keys: self
@@ -101,9 +99,13 @@ impl Keyring {
                     .map(|(name, _)| name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
+                signatures: format!(
+                    "{} signature(s), {rsa} of them RSA (the only kind checked)",
+                    message.signatures.len()
+                ),
             });
         }
-        Ok(message.signed_text().replace("\r\n", "\n"))
+        Ok(message.text)
     }
 }
 

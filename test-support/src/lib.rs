@@ -60,6 +60,8 @@ pub fn found<T>(test: &str, value: Option<T>, reason: impl FnOnce() -> String) -
     value
 }
 
+pub mod gpg;
+
 /// The name of the running test, for helpers shared by several tests: the
 /// test harness runs each test on a thread named after it (`"a test"` if
 /// not).
