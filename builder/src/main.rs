@@ -145,7 +145,8 @@ fn main() -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    match run(cli) {
+    let started = std::time::Instant::now();
+    match run(cli, started) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -179,7 +180,7 @@ fn device_overrides(cli: &Cli) -> Result<builder::device::Overrides> {
     })
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
     let project = match &cli.project {
         Some(dir) => Project::new(dir),
         None => Project::from_workspace(),
@@ -228,7 +229,9 @@ fn run(cli: Cli) -> Result<()> {
                 &cert,
                 &out,
                 &image_out,
-            )
+            )?;
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
         }
         Command::Build {
             out,
@@ -244,7 +247,9 @@ fn run(cli: Cli) -> Result<()> {
                 &out,
                 &outputs,
                 rootfs_tar.as_deref(),
-            )
+            )?;
+            println!("done in {:.1} s", started.elapsed().as_secs_f64());
+            Ok(())
         }
     }
 }

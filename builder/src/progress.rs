@@ -35,10 +35,11 @@ impl Progress {
     /// Starts a stage counting `total` units (`bytes` picks the display).
     pub fn stage(&self, name: &str, total: u64, bytes: bool) -> Stage {
         let bar = self.bars.as_ref().map(|bars| {
+            // Elapsed time, and an estimate of what is left from the rate so far.
             let template = if bytes {
-                "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}"
+                "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {elapsed} (~{eta} left) {msg}"
             } else {
-                "{prefix:>10} [{bar:30}] {pos}/{len} {msg}"
+                "{prefix:>10} [{bar:30}] {pos}/{len} {elapsed} (~{eta} left) {msg}"
             };
             let bar = bars.add(ProgressBar::new(total));
             bar.set_style(
