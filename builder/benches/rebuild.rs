@@ -40,14 +40,14 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
-/// Runs `cargo args...` in the workspace; its wall time in seconds.
-fn cargo(args: &[&str], env: &[(&str, &Path)]) -> f64 {
+/// Runs `cargo args...` in `dir` with `env` added; its wall time in seconds.
+fn cargo_in(dir: &Path, args: &[&str], env: &[(&str, &Path)]) -> f64 {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let start = Instant::now();
     let status = Command::new(cargo)
         .args(args)
         .envs(env.iter().map(|(k, v)| (k, v.as_os_str())))
-        .current_dir(workspace())
+        .current_dir(dir)
         .status()
         .expect("running cargo");
     let seconds = start.elapsed().as_secs_f64();
@@ -55,25 +55,27 @@ fn cargo(args: &[&str], env: &[(&str, &Path)]) -> f64 {
     seconds
 }
 
+/// Runs `cargo args...` in the workspace; its wall time in seconds.
+fn cargo(args: &[&str]) -> f64 {
+    cargo_in(&workspace(), args, &[])
+}
+
 fn build(board: &str, cache: &Path, out: &Path) -> f64 {
-    cargo(
-        &[
-            "run",
-            "-q",
-            "-p",
-            "builder",
-            "--",
-            "--board",
-            board,
-            "--quiet",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "build",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        &[],
-    )
+    cargo(&[
+        "run",
+        "-q",
+        "-p",
+        "builder",
+        "--",
+        "--board",
+        board,
+        "--quiet",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "build",
+        "--out",
+        out.to_str().unwrap(),
+    ])
 }
 
 fn main() {
@@ -82,16 +84,12 @@ fn main() {
     let scratch = tempfile::tempdir().expect("temp dir");
     let cache = scratch.path().join("cache");
     let out = scratch.path().join(&board);
-    let mut figures: Vec<(String, String)> = Vec::new();
-    let mut report = |name: &str, value: String| {
-        println!("  {name:<58} {value}");
-        figures.push((name.to_string(), value));
-    };
+    let report = |name: &str, value: String| println!("  {name:<58} {value}");
     println!("rebuild bench, board {board} (other board {other})");
 
     // Compile first, so that no figure below includes it.
-    cargo(&["build", "-q", "-p", "builder"], &[]);
-    cargo(&["run", "-q", "-p", "builder", "--", "--help"], &[]);
+    cargo(&["build", "-q", "-p", "builder"]);
+    cargo(&["run", "-q", "-p", "builder", "--", "--help"]);
 
     let seconds = build(&board, &cache, &out);
     report(
@@ -140,18 +138,14 @@ fn main() {
             .expect("git clone");
         assert!(status.success());
         let target = scratch.path().join("clone-target");
-        let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let start = Instant::now();
-        let status = Command::new(cargo_bin)
-            .args(["build", "-q", "-p", "builder"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(&clone)
-            .status()
-            .expect("cargo build");
-        assert!(status.success());
+        let seconds = cargo_in(
+            &clone,
+            &["build", "-q", "-p", "builder"],
+            &[("CARGO_TARGET_DIR", &target)],
+        );
         report(
             "first compile of the builder (fresh clone)",
-            format!("{:7.1} s", start.elapsed().as_secs_f64()),
+            format!("{seconds:7.1} s"),
         );
     }
 }

@@ -145,8 +145,7 @@ fn main() -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    let started = std::time::Instant::now();
-    match run(cli, started) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -180,7 +179,7 @@ fn device_overrides(cli: &Cli) -> Result<builder::device::Overrides> {
     })
 }
 
-fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
+fn run(cli: Cli) -> Result<()> {
     let project = match &cli.project {
         Some(dir) => Project::new(dir),
         None => Project::from_workspace(),
@@ -229,9 +228,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 &cert,
                 &out,
                 &image_out,
-            )?;
-            println!("done in {:.1} s", started.elapsed().as_secs_f64());
-            Ok(())
+            )
         }
         Command::Build {
             out,
@@ -247,9 +244,7 @@ fn run(cli: Cli, started: std::time::Instant) -> Result<()> {
                 &out,
                 &outputs,
                 rootfs_tar.as_deref(),
-            )?;
-            println!("done in {:.1} s", started.elapsed().as_secs_f64());
-            Ok(())
+            )
         }
     }
 }
@@ -324,6 +319,7 @@ fn keygen(dir: &Path) -> Result<()> {
 }
 
 fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
     // Checked before the long stages: the key, and that devices trust it.
     let signer = builder::bundle::signing::Signer::load(key, cert, std::time::SystemTime::now())?;
     let keyring = pipeline.keyring()?;
@@ -345,6 +341,7 @@ fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &P
         written.path.display(),
         written.size as f64 / 1e6
     );
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
@@ -372,6 +369,7 @@ fn build(
     outputs: &builder::image::OutputOptions,
     rootfs_tar: Option<&Path>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let (rootfs, product) = pipeline.build(out, outputs, rootfs_tar)?;
     println!(
         "{}: {} packages, {} files, {:.1} MB, tree {}",
@@ -393,5 +391,6 @@ fn build(
             }
         }
     }
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -41,7 +41,7 @@ pub struct SigningKey {
 /// A version 4 signature, as far as verification needs it.
 #[derive(Debug, Clone)]
 pub struct Signature {
-    pub kind: u8,
+    kind: u8,
     algorithm: u8,
     hash: u8,
     /// Version through the hashed subpackets: hashed after the data.
@@ -62,6 +62,11 @@ const SUBKEY_REVOCATION: u8 = 0x28;
 
 /// The key flag "may sign data".
 const SIGN_DATA: u8 = 0x02;
+
+/// Public-key algorithms 1 (RSA) and 3 (RSA, sign only): the only ones checked.
+fn is_rsa_algorithm(algorithm: u8) -> bool {
+    matches!(algorithm, 1 | 3)
+}
 
 /// Packet tags.
 const TAG_SIGNATURE: u8 = 2;
@@ -122,10 +127,15 @@ fn split(data: &[u8], len: usize) -> Result<(&[u8], &[u8]), FormatError> {
         .ok_or_else(|| FormatError("truncated packet".into()))
 }
 
+/// A big-endian 16-bit number, and the rest.
+fn be16(data: &[u8]) -> Result<(usize, &[u8]), FormatError> {
+    let (bytes, rest) = split(data, 2)?;
+    Ok((usize::from(u16::from_be_bytes([bytes[0], bytes[1]])), rest))
+}
+
 /// A multiprecision integer: its bytes without leading zeros, and the rest.
 fn mpi(data: &[u8]) -> Result<(&[u8], &[u8]), FormatError> {
-    let (bits, rest) = split(data, 2)?;
-    let bits = usize::from(u16::from_be_bytes([bits[0], bits[1]]));
+    let (bits, rest) = be16(data)?;
     split(rest, bits.div_ceil(8))
 }
 
@@ -134,10 +144,7 @@ fn rsa_key(body: &[u8]) -> Result<Option<RsaPublicKey>, FormatError> {
     let [version, _, _, _, _, algorithm, material @ ..] = body else {
         return bad("truncated public key packet");
     };
-    if *version != 4 {
-        return Ok(None);
-    }
-    if !matches!(algorithm, 1 | 3) {
+    if *version != 4 || !is_rsa_algorithm(*algorithm) {
         return Ok(None);
     }
     let (n, rest) = mpi(material)?;
@@ -154,19 +161,13 @@ fn parse_signature(body: &[u8]) -> Result<Option<Signature>, FormatError> {
     if *version != 4 {
         return Ok(None);
     }
-    let (hashed_len, rest) = split(rest, 2)?;
-    let (hashed, rest) = split(
-        rest,
-        usize::from(u16::from_be_bytes([hashed_len[0], hashed_len[1]])),
-    )?;
-    let (unhashed_len, rest) = split(rest, 2)?;
-    let (_, rest) = split(
-        rest,
-        usize::from(u16::from_be_bytes([unhashed_len[0], unhashed_len[1]])),
-    )?;
+    let (hashed_len, rest) = be16(rest)?;
+    let (hashed, rest) = split(rest, hashed_len)?;
+    let (unhashed_len, rest) = be16(rest)?;
+    let (_, rest) = split(rest, unhashed_len)?;
     let (left16, rest) = split(rest, 2)?;
     let (unknown_critical, key_flags) = read_subpackets(hashed)?;
-    let value = if matches!(algorithm, 1 | 3) {
+    let value = if is_rsa_algorithm(*algorithm) {
         mpi(rest)?.0.to_vec()
     } else {
         Vec::new()
@@ -242,7 +243,7 @@ fn digest(signature: &Signature, data: &[&[u8]]) -> Option<(Pkcs1v15Sign, Vec<u8
 impl Signature {
     /// Whether this is an RSA signature (the only kind checked).
     pub fn is_rsa(&self) -> bool {
-        matches!(self.algorithm, 1 | 3)
+        is_rsa_algorithm(self.algorithm)
     }
 
     /// Whether `key` made this signature over `data` (the pieces hashed in order).
@@ -461,13 +462,6 @@ pub fn dearmor_public_key(armored: &str) -> Result<Vec<u8>, FormatError> {
         return bad("no -----BEGIN PGP PUBLIC KEY BLOCK----- line");
     };
     dearmor(&lines[begin + 1..], "-----END PGP PUBLIC KEY BLOCK-----")
-}
-
-impl std::fmt::Display for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use rsa::traits::PublicKeyParts as _;
-        write!(f, "RSA {} bits", self.rsa.n().bits())
-    }
 }
 
 #[cfg(test)]

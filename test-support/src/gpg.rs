@@ -2,7 +2,7 @@
 //! code that checks signatures: a throw-away home with keys made by `gpg`
 //! itself, and documents it signs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 /// A temporary GnuPG home (removed on drop).
@@ -51,10 +51,6 @@ impl Gpg {
         std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700))
             .expect("chmod GnuPG home");
         Some(Gpg { home })
-    }
-
-    pub fn home(&self) -> &Path {
-        &self.home
     }
 
     /// Runs gpg in batch mode with `args`, feeding `input`; its stdout.
