@@ -4,11 +4,15 @@
 //!
 //! Layout (flex_bg lets metadata live anywhere): group 0 starts with the
 //! superblock and group descriptors, then come all block bitmaps, all inode
-//! bitmaps and all inode tables, then the journal, directories, slow
-//! symlinks and xattr blocks, then file data in inode order, and finally
-//! extent-tree blocks. File data is placed while it streams, because with
-//! holes only the content says which blocks need a place; the plan checks
-//! the fit for the worst case, no holes at all. Backup superblocks
+//! bitmaps and all inode tables, then the journal, then the data of layer-0
+//! files (see [`crate::Entry::layer`]) in inode order, in a region as big
+//! as their sizes (so where it ends depends on nothing else), then
+//! directories, slow symlinks and xattr blocks, then the data of the other
+//! layers' files in inode order, and finally extent-tree blocks. With a
+//! fixed inode count, a change confined to layer 1 thus leaves layer 0's
+//! inodes and data in place. File data is placed while it streams,
+//! because with holes only the content says which blocks need a place; the
+//! plan checks the fit for the worst case, no holes at all. Backup superblocks
 //! (sparse_super: groups 0, 1 and powers of 3, 5, 7) are skipped over; that
 //! and the 32768-block extent limit are the only things that split a file
 //! into several extents, apart from holes.
@@ -26,6 +30,8 @@ use crate::{Error, InodeCount, Options, Result};
 /// Placement of one inode's blocks.
 #[derive(Clone, Debug, Default)]
 pub struct InodePlan {
+    /// The inode's placement layer.
+    pub layer: u8,
     pub map: Mapping,
     pub xattr_block: Option<u64>,
     /// Block arrangement, for directories.
@@ -52,28 +58,80 @@ pub struct Plan {
     /// One past the highest block the layout needs if no file has holes;
     /// beyond `geo.blocks` the tree does not fit.
     pub end: u64,
+    /// Places layer-0 file data, inside its region.
+    base: Alloc,
+    /// The layer-0 region.
+    base_start: u64,
+    base_end: u64,
+    /// Places everything else.
     alloc: Alloc,
 }
 
 impl Plan {
-    /// Places `n` blocks of file data at logical block `logical` of `map`.
-    pub fn place_data(&mut self, map: &mut Mapping, logical: u64, n: u64) -> Vec<(u64, u64)> {
-        let runs = self.alloc.take(n);
+    /// Places `n` blocks of file data of a `layer` file at logical block
+    /// `logical` of `map`.
+    pub fn place_data(
+        &mut self,
+        map: &mut Mapping,
+        layer: u8,
+        logical: u64,
+        n: u64,
+    ) -> Vec<(u64, u64)> {
+        let alloc = if layer == 0 {
+            &mut self.base
+        } else {
+            &mut self.alloc
+        };
+        let runs = alloc.take(n);
         map.push(logical, &runs);
         runs
     }
 
     /// Places the extent-tree blocks of every inode (and the journal).
+    /// Layer-0 inodes' trees go first into what holes left free at the end
+    /// of the layer-0 region (holes add extents, so they pay for the tree
+    /// blocks they cause); the rest after everything else.
     pub fn place_trees(&mut self) {
         let maps = self
             .inodes
             .iter_mut()
-            .map(|p| &mut p.map)
-            .chain(self.journal.as_mut());
-        for m in maps {
+            .map(|p| (p.layer, &mut p.map))
+            .chain(self.journal.as_mut().map(|m| (u8::MAX, m)));
+        for (layer, m) in maps {
             let n = tree_blocks_needed(m.extents.len());
-            m.tree = (0..n).map(|_| self.alloc.take(1)[0].0).collect();
+            m.tree = (0..n)
+                .map(|_| {
+                    let base_has_room = self.base.skip_backup(self.base.next) < self.base_end;
+                    let alloc = if layer == 0 && base_has_room {
+                        &mut self.base
+                    } else {
+                        &mut self.alloc
+                    };
+                    alloc.take(1)[0].0
+                })
+                .collect();
         }
+    }
+
+    /// Block ranges `(start, len)` that a change confined to layers above 0
+    /// may touch: everything up to the layer-0 region (superblock,
+    /// descriptors, bitmaps, inode tables, journal), every backup
+    /// superblock, and everything from the end of the layer-0 region to the
+    /// last block placed. The rest holds layer-0 data or stays free.
+    pub fn volatile(&self) -> Vec<(u64, u64)> {
+        let base_start = self.base_start;
+        let end = self.placed_end().max(self.base_end);
+        let mut ranges = vec![(0, base_start)];
+        for g in 1..self.geo.groups {
+            let (start, len) = (self.geo.group_start(g), self.geo.backup_len(g));
+            if len > 0 && !(self.base_end..end).contains(&start) {
+                ranges.push((start, len));
+            }
+        }
+        ranges.push((self.base_end, end - self.base_end));
+        ranges.retain(|&(_, len)| len > 0);
+        ranges.sort_unstable();
+        ranges
     }
 
     /// One past the highest block placed so far.
@@ -84,6 +142,7 @@ impl Plan {
     /// Every used run `(start, len)`, backups included, in ascending order.
     pub fn used(&self) -> Vec<(u64, u64)> {
         let mut used = self.alloc.used.clone();
+        used.extend_from_slice(&self.base.used);
         for g in 0..self.geo.groups {
             let n = self.geo.backup_len(g);
             if n > 0 {
@@ -214,8 +273,33 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
     let resize_dind = (geo.reserved_gdt > 0).then(|| a.take(1)[0].0);
     let journal = opts.journal_blocks.map(|n| a.mapping(n as u64));
 
-    let mut inodes = vec![InodePlan::default(); tree.inodes.len()];
-    // Directories first, so that path lookups touch few, close blocks.
+    // Layer-0 file data: a region for the worst case (no holes), placed
+    // while the data streams.
+    let base = Alloc {
+        used: Vec::new(),
+        ..a.clone()
+    };
+    let mut extents = vec![0; tree.inodes.len()];
+    let mut base_worst = base.clone();
+    for (i, ino) in tree.inodes.iter().enumerate() {
+        if let Body::File { size, .. } = &ino.body
+            && ino.layer == 0
+        {
+            extents[i] = base_worst.mapping(size.div_ceil(BS)).extents.len();
+        }
+    }
+    let base_end = base_worst.next;
+    a.next = base_end;
+
+    let mut inodes: Vec<InodePlan> = tree
+        .inodes
+        .iter()
+        .map(|ino| InodePlan {
+            layer: ino.layer,
+            ..InodePlan::default()
+        })
+        .collect();
+    // Directories together, so that path lookups touch few, close blocks.
     let seed = hash_seed(opts);
     for (i, ino) in tree.inodes.iter().enumerate() {
         if let Body::Dir { children, .. } = &ino.body {
@@ -257,11 +341,12 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
 
     // The worst case: every file fully allocated, then every extent tree.
     let mut worst = a.clone();
-    let mut extents: Vec<usize> = inodes.iter().map(|p| p.map.extents.len()).collect();
     for (i, ino) in tree.inodes.iter().enumerate() {
-        if let Body::File { size, .. } = &ino.body {
-            extents[i] = worst.mapping(size.div_ceil(BS)).extents.len();
-        }
+        extents[i] = match &ino.body {
+            Body::File { .. } if ino.layer == 0 => extents[i],
+            Body::File { size, .. } => worst.mapping(size.div_ceil(BS)).extents.len(),
+            _ => inodes[i].map.extents.len(),
+        };
     }
     let journal_extents = journal.as_ref().map(|m| m.extents.len());
     for n in extents.into_iter().chain(journal_extents) {
@@ -278,6 +363,9 @@ pub fn plan(tree: &Tree, opts: &Options, geo: Geometry) -> Result<Plan> {
         xattr_refs,
         resize_dind,
         end,
+        base_start: base.next,
+        base,
+        base_end,
         alloc: a,
     })
 }

@@ -170,6 +170,14 @@ pub struct Entry {
     /// POSIX ACLs may be given in the VFS xattr format (version 2) and are
     /// converted to ext4's on-disk format.
     pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Placement layer (default 0). Inodes are numbered by (layer, path)
+    /// and the data of layer-0 files comes first, in a region sized by
+    /// their sizes alone; directories and the files of later layers follow.
+    /// Put what rarely changes (packages) in layer 0 and what the user
+    /// edits (overlays, generated files) in layer 1: adding or changing a
+    /// layer-1 file then leaves every layer-0 inode and data block where
+    /// it was, which keeps compressed-chunk caches and delta updates small.
+    pub layer: u8,
 }
 
 impl Entry {
@@ -183,6 +191,7 @@ impl Entry {
             gid: 0,
             mtime,
             xattrs: Vec::new(),
+            layer: 0,
         }
     }
 
@@ -244,6 +253,12 @@ impl Entry {
     pub fn owner(mut self, uid: u32, gid: u32) -> Self {
         self.uid = uid;
         self.gid = gid;
+        self
+    }
+
+    /// Sets the placement layer (see [`Entry::layer`]).
+    pub fn layer(mut self, layer: u8) -> Self {
+        self.layer = layer;
         self
     }
 

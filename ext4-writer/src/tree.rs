@@ -64,12 +64,15 @@ pub enum Body<'a> {
 #[derive(Debug)]
 pub struct Inode<'a> {
     pub ino: u32,
+    /// Placement layer ([`crate::Entry::layer`]).
+    pub layer: u8,
     pub meta: Meta,
     pub body: Body<'a>,
     pub links: u32,
 }
 
-/// All inodes, sorted by inode number (root, lost+found, then depth-first).
+/// All inodes, sorted by inode number (root, lost+found, then by layer and,
+/// within a layer, depth-first).
 #[derive(Debug)]
 pub struct Tree<'a> {
     pub inodes: Vec<Inode<'a>>,
@@ -86,6 +89,8 @@ impl Tree<'_> {
 struct Node<'a> {
     entry: Option<usize>,
     ino: u32,
+    /// The entry's layer; for an implicit directory the lowest below it.
+    layer: u8,
     children: BTreeMap<&'a [u8], Node<'a>>,
 }
 
@@ -147,8 +152,21 @@ pub fn build(entries: &[Entry], default_time: Timestamp) -> Result<Tree<'_>> {
         return Err(invalid(&entries[i].path, "the root must be a directory"));
     }
     root.ino = ROOT_INO;
-    let mut next = LPF_INO + 1;
-    number(&mut root, entries, &mut next, true)?;
+    let mut order = Vec::new();
+    visit(&mut root, entries, &mut order, true)?;
+    // Inode numbers by (layer, depth-first position): a later layer's
+    // changes never renumber an earlier layer's inodes.
+    let mut by_layer: Vec<usize> = (0..order.len()).collect();
+    by_layer.sort_by_key(|&i| (order[i], i));
+    let first = LPF_INO + 1;
+    let mut inos = vec![0u32; order.len()];
+    for (k, &i) in by_layer.iter().enumerate() {
+        inos[i] = u32::try_from(k)
+            .ok()
+            .and_then(|k| k.checked_add(first))
+            .ok_or_else(|| invalid(b"/", "too many inodes"))?;
+    }
+    renumber(&mut root, &inos);
 
     let mut b = Builder {
         entries,
@@ -183,28 +201,58 @@ pub fn build(entries: &[Entry], default_time: Timestamp) -> Result<Tree<'_>> {
     Ok(Tree { inodes })
 }
 
-/// Numbers every node that owns an inode, depth-first in name order.
-fn number(node: &mut Node<'_>, entries: &[Entry], next: &mut u32, is_root: bool) -> Result<()> {
+/// Marker for inodes not yet numbered: their position in `order` plus this.
+const PENDING: u32 = 1 << 31;
+
+/// Walks the tree depth-first in name order: checks it, sets each node's
+/// layer and gives every node that owns an inode its position in `order`
+/// (which records the node's layer), to be turned into a number by
+/// [`renumber`]. Returns the lowest layer at or below `node`.
+fn visit(node: &mut Node<'_>, entries: &[Entry], order: &mut Vec<u8>, is_root: bool) -> Result<u8> {
+    let mut lowest = u8::MAX;
     for (name, child) in node.children.iter_mut() {
         let kind = child.entry.map(|i| &entries[i].kind);
         if !child.children.is_empty() && kind.is_some_and(|k| *k != Kind::Directory) {
             let path = &entries[child.entry.unwrap_or_default()].path;
             return Err(invalid(path, "has entries below it but is not a directory"));
         }
-        if is_root && *name == b"lost+found" {
-            if kind.is_some_and(|k| *k != Kind::Directory) {
-                return Err(invalid(b"lost+found", "must be a directory"));
-            }
-            child.ino = LPF_INO;
-        } else if !matches!(kind, Some(Kind::HardLink { .. })) {
-            child.ino = *next;
-            *next = next
-                .checked_add(1)
-                .ok_or_else(|| invalid(name, "too many inodes"))?;
+        let is_lpf = is_root && *name == b"lost+found";
+        if is_lpf && kind.is_some_and(|k| *k != Kind::Directory) {
+            return Err(invalid(b"lost+found", "must be a directory"));
         }
-        number(child, entries, next, false)?;
+        let owns_inode = !is_lpf && !matches!(kind, Some(Kind::HardLink { .. }));
+        let position = order.len();
+        if owns_inode {
+            if position >= (u32::MAX - PENDING) as usize {
+                return Err(invalid(name, "too many inodes"));
+            }
+            order.push(0);
+            child.ino = PENDING + position as u32;
+        } else if is_lpf {
+            child.ino = LPF_INO;
+        }
+        let below = visit(child, entries, order, false)?;
+        child.layer = match child.entry {
+            Some(i) => entries[i].layer,
+            None if below == u8::MAX => 0,
+            None => below,
+        };
+        if owns_inode {
+            order[position] = child.layer;
+        }
+        lowest = lowest.min(child.layer).min(below);
     }
-    Ok(())
+    Ok(lowest)
+}
+
+/// Replaces every pending position with its inode number.
+fn renumber(node: &mut Node<'_>, inos: &[u32]) {
+    for child in node.children.values_mut() {
+        if child.ino >= PENDING {
+            child.ino = inos[(child.ino - PENDING) as usize];
+        }
+        renumber(child, inos);
+    }
 }
 
 struct Builder<'a, 'n> {
@@ -323,6 +371,7 @@ impl<'a> Builder<'a, '_> {
             let meta = self.meta(entry, kind, 0)?;
             self.inodes.push(Inode {
                 ino,
+                layer: child.layer,
                 meta,
                 body,
                 links: 0,
@@ -336,6 +385,7 @@ impl<'a> Builder<'a, '_> {
             };
             self.inodes.push(Inode {
                 ino: LPF_INO,
+                layer: 0,
                 meta,
                 body,
                 links: 2,
@@ -360,6 +410,7 @@ impl<'a> Builder<'a, '_> {
         let body = Body::Dir { parent, children };
         self.inodes.push(Inode {
             ino: node.ino,
+            layer: node.layer,
             meta,
             body,
             links,

@@ -14,7 +14,7 @@ use crate::tree::{self, Body, Tree};
 use crate::{ContentSource, Entry, Error, FileData, Options, Result, lossy, xattr};
 
 /// Figures about a written filesystem.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// Filesystem size in blocks.
     pub blocks: u64,
@@ -26,6 +26,10 @@ pub struct Summary {
     pub used_inodes: u32,
     /// Block size in bytes.
     pub block_size: u32,
+    /// Block ranges `(start, len)` that may differ when only entries of
+    /// layers above 0 change (see [`crate::Entry::layer`]); every other
+    /// block holds layer-0 data or is free, and stays as it is.
+    pub volatile: Vec<(u64, u64)>,
 }
 
 const MIN_JOURNAL_BLOCKS: u32 = 1024;
@@ -161,7 +165,7 @@ pub fn write(
     let meta = metadata::encode(&tree, &plan, &trees, journal, seed, opts);
     write_metadata(&mut w, &meta, &plan, opts)?;
     w.flush()?;
-    Ok(summary(&plan.geo, &meta))
+    Ok(summary(&plan, &meta))
 }
 
 /// Writes the journal's extent tree and its jbd2 superblock; returns the
@@ -228,6 +232,7 @@ fn write_file_data(
             let file = FileStream {
                 reader,
                 size: *size,
+                layer: ino.layer,
                 path,
             };
             plan.inodes[i].map = file.write(w, plan, &mut chunk, sparse)?;
@@ -268,6 +273,7 @@ fn open<'s>(
 struct FileStream<'a> {
     reader: Box<dyn Read + 'a>,
     size: u64,
+    layer: u8,
     path: &'a [u8],
 }
 
@@ -310,7 +316,8 @@ impl FileStream<'_> {
                 }
                 let end = (b..blocks).find(|&k| !keep(k)).unwrap_or(blocks);
                 let mut at = b * bs;
-                for (start, len) in plan.place_data(&mut map, logical + b as u64, (end - b) as u64)
+                for (start, len) in
+                    plan.place_data(&mut map, self.layer, logical + b as u64, (end - b) as u64)
                 {
                     let n = len as usize * bs;
                     w.write(start, &chunk[at..at + n])?;
@@ -370,8 +377,10 @@ fn write_metadata(w: &mut BlockWriter, meta: &Metadata, plan: &Plan, opts: &Opti
 }
 
 /// The figures `write` reports, from the encoded metadata's counts.
-fn summary(geo: &Geometry, meta: &Metadata) -> Summary {
+fn summary(plan: &Plan, meta: &Metadata) -> Summary {
+    let geo = &plan.geo;
     Summary {
+        volatile: plan.volatile(),
         blocks: geo.blocks,
         used_blocks: geo.blocks - meta.free_blocks,
         inodes: geo.inodes(),
