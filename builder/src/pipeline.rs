@@ -318,6 +318,7 @@ impl Pipeline {
     /// kernel and initramfs into the slot's `/boot`.
     fn kernel(&self, lock: &Lock, tree: &mut Tree) -> Result<()> {
         let epoch = lock.source_date_epoch;
+        tree.set_layer(rootfs::tree::Layer::Built);
         let modules = rootfs::modules::prune(tree, &self.store, &self.plan.modules, epoch)?;
         tracing::info!(
             "kernel {}: kept {} of {} modules",

@@ -18,7 +18,9 @@ impl ContentSource for StoreSource<'_> {
     }
 }
 
-/// The tree as ext4-writer entries (blob contents by reference).
+/// The tree as ext4-writer entries (blob contents by reference), each in
+/// its tree layer, so that editing an overlay file leaves the packages'
+/// blocks where they were.
 pub fn entries(tree: &Tree) -> Vec<Entry> {
     tree.iter()
         .map(|(path, node)| {
@@ -59,6 +61,7 @@ pub fn entries(tree: &Tree) -> Vec<Entry> {
                     .iter()
                     .map(|(k, v)| (k.as_bytes().to_vec(), v.clone()))
                     .collect(),
+                layer: tree.layer(path) as u8,
             }
         })
         .collect()

@@ -5,6 +5,9 @@
 //! packages → dpkg status → overlays → cross-compiled binaries → accounts →
 //! tmpfiles → systemd units → system files → exclusions. The kernel's
 //! modules and `/boot` come after, in their own stages (see `pipeline`).
+//! What each step sets belongs to a [`tree::Layer`]: packages (and their
+//! status), built (binaries, kernel, initramfs, module index) or local
+//! (the rest); the image lays the layers out in that order.
 
 pub mod modules;
 pub mod overlay;
@@ -24,7 +27,7 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tree::{Kind, Node, Tree};
+use tree::{Kind, Layer, Node, Tree};
 
 /// What the root filesystem is made of.
 pub struct Inputs<'a> {
@@ -57,9 +60,11 @@ pub fn assemble(inputs: &Inputs) -> Result<Tree> {
     lock.check_packages(controls, &requests, &plan.provides)?;
     let mut tree = install_packages(&unpacked, epoch);
     write_dpkg_status(&mut tree, &unpacked, epoch);
+    tree.set_layer(Layer::Local);
     for dir in &inputs.overlays {
         overlay::apply(&mut tree, dir, epoch)?;
     }
+    tree.set_layer(Layer::Built);
     for (name, path) in inputs.binaries {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         let mut node = Node::file(Vec::new(), 0o755, epoch);
@@ -69,6 +74,7 @@ pub fn assemble(inputs: &Inputs) -> Result<Tree> {
         };
         tree.insert(&format!("usr/bin/{name}"), node);
     }
+    tree.set_layer(Layer::Local);
     let accounts = create_accounts(&mut tree, plan, store, epoch)?;
     apply_tmpfiles(&mut tree, store, &accounts, epoch)?;
     enable_units(&mut tree, plan, store, epoch)?;

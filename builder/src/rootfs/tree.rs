@@ -139,10 +139,36 @@ pub fn parent(path: &str) -> &str {
     path.rsplit_once('/').map_or("", |(parent, _)| parent)
 }
 
-/// A whole root filesystem.
+/// Which part of the root filesystem a node belongs to, from what changes
+/// least to what changes most. The image lays each part out after the one
+/// before, so that editing an overlay file moves no package's blocks (see
+/// `ext4_writer::Entry::layer`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Layer {
+    /// Files unpacked from Debian packages, and their dpkg status.
+    #[default]
+    Packages,
+    /// What the build makes from packages and sources: the slot's kernel
+    /// and initramfs, the module index, cross-compiled binaries.
+    Built,
+    /// Overlays, accounts, tmpfiles, units and device settings.
+    Local,
+}
+
+/// A whole root filesystem. Every node belongs to the layer that was
+/// current when it was last inserted or changed.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Tree {
     nodes: BTreeMap<String, Node>,
+    /// Layers of the nodes not in [`Layer::Packages`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    layers: BTreeMap<String, Layer>,
+    /// The layer that inserts and changes go to.
+    #[serde(skip)]
+    current: Layer,
 }
 
 impl Tree {
@@ -150,7 +176,27 @@ impl Tree {
     pub fn new(mtime: i64) -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(String::new(), Node::dir(0o755, mtime));
-        Tree { nodes }
+        Tree {
+            nodes,
+            ..Tree::default()
+        }
+    }
+
+    /// Sends the inserts and changes that follow to `layer`.
+    pub fn set_layer(&mut self, layer: Layer) {
+        self.current = layer;
+    }
+
+    /// The layer of the node at a canonical path.
+    pub fn layer(&self, path: &str) -> Layer {
+        self.layers.get(path).copied().unwrap_or_default()
+    }
+
+    fn stamp(&mut self, path: &str) {
+        match self.current {
+            Layer::Packages => self.layers.remove(path),
+            layer => self.layers.insert(path.to_string(), layer),
+        };
     }
 
     /// Inserts a node at a canonical path, creating missing parent directories
@@ -162,6 +208,7 @@ impl Tree {
         if !node.is_dir() && self.nodes.get(&path).is_some_and(Node::is_dir) {
             self.remove(&path);
         }
+        self.stamp(&path);
         self.nodes.insert(path, node);
     }
 
@@ -174,6 +221,7 @@ impl Tree {
         if !path.is_empty() {
             self.ensure_dir(parent(&path), mtime);
         }
+        self.stamp(&path);
         self.nodes.insert(path, Node::dir(0o755, mtime));
     }
 
@@ -183,8 +231,10 @@ impl Tree {
         let below: Vec<String> = self.children_range(&path).map(|(p, _)| p.clone()).collect();
         for child in below {
             self.nodes.remove(&child);
+            self.layers.remove(&child);
         }
         self.nodes.remove(&path);
+        self.layers.remove(&path);
     }
 
     /// Every node strictly below `path`, in path order.
@@ -215,9 +265,13 @@ impl Tree {
         self.nodes.get(&canonical(path))
     }
 
-    /// Mutable access to a node.
+    /// Mutable access to a node (which moves to the current layer).
     pub fn get_mut(&mut self, path: &str) -> Option<&mut Node> {
-        self.nodes.get_mut(&canonical(path))
+        let path = canonical(path);
+        if self.nodes.contains_key(&path) {
+            self.stamp(&path);
+        }
+        self.nodes.get_mut(&path)
     }
 
     /// Follows symlinks (absolute and relative, up to 40 hops, like Linux) and
@@ -294,13 +348,17 @@ impl Tree {
             .sum()
     }
 
-    /// A digest of every path, its metadata and its content hash: equal
-    /// digests mean equal root filesystems.
+    /// A digest of every path, its layer, its metadata and its content
+    /// hash: equal digests mean equal root filesystems, laid out alike.
     pub fn digest(&self) -> String {
         let mut hasher = Sha256::new();
         for (path, node) in &self.nodes {
             hasher.update(path.as_bytes());
             hasher.update([0]);
+            let layer = self.layer(path);
+            if layer != Layer::Packages {
+                hasher.update([b'L', layer as u8]);
+            }
             hasher.update(serde_json::to_vec(&DigestView::from(node)).expect("serialisable"));
             hasher.update([b'\n']);
         }
@@ -435,5 +493,44 @@ mod tests {
         let mut c = a.clone();
         c.insert("etc/x", Node::file("2", 0o644, 0));
         assert_ne!(a.digest(), c.digest());
+    }
+
+    #[test]
+    fn nodes_belong_to_the_layer_they_were_last_set_in() {
+        let mut tree = Tree::new(0);
+        tree.insert("usr/bin/ls", Node::file("elf", 0o755, 0));
+        tree.insert("etc/motd", Node::file("hi", 0o644, 0));
+        tree.insert("etc/issue", Node::file("x", 0o644, 0));
+        let packages_only = tree.digest();
+        tree.set_layer(Layer::Local);
+        assert_eq!(tree.layer("etc/motd"), Layer::Packages);
+        tree.insert("etc/motd", Node::file("hello", 0o644, 0));
+        tree.insert("etc/vinyl/a.conf", Node::file("a", 0o644, 0));
+        tree.get_mut("etc/issue").unwrap().mode = 0o600;
+        tree.ensure_dir("etc", 0);
+        tree.set_layer(Layer::Built);
+        tree.insert("usr/bin/vinyl-streamd", Node::file("elf", 0o755, 0));
+        tree.remove("etc/vinyl");
+        let layers: Vec<(&str, Layer)> = tree
+            .iter()
+            .map(|(p, _)| (p.as_str(), tree.layer(p)))
+            .filter(|(_, layer)| *layer != Layer::Packages)
+            .collect();
+        assert_eq!(
+            layers,
+            [
+                ("etc/issue", Layer::Local),
+                ("etc/motd", Layer::Local),
+                ("usr/bin/vinyl-streamd", Layer::Built)
+            ]
+        );
+
+        // The same nodes laid in one layer are another layout, another digest.
+        let mut flat = Tree::new(0);
+        for (path, node) in tree.iter().filter(|(p, _)| !p.is_empty()) {
+            flat.insert(path, node.clone());
+        }
+        assert_ne!(flat.digest(), tree.digest());
+        assert_ne!(packages_only, tree.digest());
     }
 }
