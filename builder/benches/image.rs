@@ -42,7 +42,11 @@ fn main() {
             progress: &context.progress,
         };
         let start = Instant::now();
-        let (disk, layout) = image::write_disk(&spec, sources, &out).expect("image writes");
+        let image::Disk {
+            file: disk,
+            layout,
+            volatile,
+        } = image::write_disk(&spec, sources, &out).expect("image writes");
         let write = start.elapsed().as_secs_f64();
         let used = outputs::mapped_ranges(&disk, layout.size)
             .iter()
@@ -53,8 +57,9 @@ fn main() {
         let before = cached();
         let start = Instant::now();
         let key = image::build_key(&spec, &lock, tree);
-        let files =
-            outputs::write_all(&spec, sources, &layout, &disk, &key, &out).expect("outputs write");
+        let chunks = image::xz::plan(layout.size, &volatile);
+        let files = outputs::write_all(&spec, sources, &layout, &disk, &chunks, &key, &out)
+            .expect("outputs write");
         let compress = start.elapsed().as_secs_f64();
         let xz = files
             .iter()

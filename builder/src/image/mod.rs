@@ -163,8 +163,21 @@ pub fn build(spec: &ImageSpec, sources: Sources) -> Result<Built> {
         });
     }
     let staging = out.stage()?;
-    let (image, layout) = write_disk(spec, sources, staging.path())?;
-    outputs::write_all(spec, sources, &layout, &image, &key, staging.path())?;
+    let Disk {
+        file: image,
+        layout,
+        volatile,
+    } = write_disk(spec, sources, staging.path())?;
+    let chunks = xz::plan(layout.size, &volatile);
+    outputs::write_all(
+        spec,
+        sources,
+        &layout,
+        &image,
+        &chunks,
+        &key,
+        staging.path(),
+    )?;
     drop(image);
     // Whatever an earlier set held besides these (`--gzip` dropped) is ours too.
     let every = outputs::output_names(
@@ -210,9 +223,19 @@ fn sizes(spec: &ImageSpec) -> Sizes {
     }
 }
 
+/// A disk image just written.
+pub struct Disk {
+    pub file: File,
+    pub layout: Layout,
+    /// Byte ranges that an edit of the tree's upper layers may touch (root
+    /// slot A's `ext4_writer::Summary::volatile`); the rest of the image
+    /// stays as it is, which is where [`xz::plan`] cuts its big chunks.
+    pub volatile: Vec<(u64, u64)>,
+}
+
 /// Writes the partition table and filesystems into `<name>.img` in `dir`
 /// (a staging directory: the caller publishes it).
-pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<(File, Layout)> {
+pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<Disk> {
     let Sources {
         lock, tree, store, ..
     } = sources;
@@ -251,10 +274,14 @@ pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<(Fil
     options_a.hash_seed = ids.uuid("root-a hash seed");
     options_a.label = Role::RootA.label().into();
     options_a.timestamp = ext4_writer::Timestamp::from_secs(epoch);
+    // A fixed inode count (not "what the tree needs"), so adding a file
+    // does not move every inode table: 32768 for a 1 GiB slot, six times
+    // what the appliance needs.
+    options_a.inodes = ext4_writer::InodeCount::BytesPerInode(32768);
     // Write every block that must read as zero, so `bmaptool copy` (which
     // skips unmapped blocks) can never leave stale bytes where they matter.
     options_a.assume_zeroed = false;
-    ext4_writer::write(file, root.offset, &ext4::entries(tree), &ext4::StoreSource(store), &options_a)
+    let summary = ext4_writer::write(file, root.offset, &ext4::entries(tree), &ext4::StoreSource(store), &options_a)
         .map_err(|e| match e {
             ext4_writer::Error::TooSmall { needed, available } => anyhow::anyhow!(
                 "the root filesystem needs {} MiB but a root slot has {} MiB; raise `root-mib` in [image] of boards/{}.toml",
@@ -292,7 +319,17 @@ pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<(Fil
         layout.partitions.len()
     ));
 
-    Ok((image, layout))
+    let block = u64::from(summary.block_size);
+    let volatile = summary
+        .volatile
+        .iter()
+        .map(|&(start, len)| (root.offset + start * block, len * block))
+        .collect();
+    Ok(Disk {
+        file: image,
+        layout,
+        volatile,
+    })
 }
 
 /// The MBR: FAT32-LBA boot partition and three Linux partitions.

@@ -59,22 +59,14 @@ pub fn mapped_ranges(file: &File, size: u64) -> Vec<(u64, u64)> {
     ranges
 }
 
-/// The bmap XML (bmaptool format 2.0) for the given mapped ranges.
-pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<String> {
+/// The bmap XML (bmaptool format 2.0) for the given mapped ranges and the
+/// SHA-256 of each.
+pub fn bmap_xml(size: u64, ranges: &[(u64, u64)], digests: &[String]) -> String {
     let blocks = size.div_ceil(BMAP_BLOCK);
     let mapped: u64 = ranges.iter().map(|(s, e)| (e - s) / BMAP_BLOCK).sum();
     let mut body = String::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    for (start, end) in ranges {
-        let mut hasher = Sha256::new();
-        let mut offset = *start;
+    for ((start, end), digest) in ranges.iter().zip(digests) {
         let end = (*end).min(size);
-        while offset < end {
-            let n = buffer.len().min((end - offset) as usize);
-            file.read_exact_at(&mut buffer[..n], offset)?;
-            hasher.update(&buffer[..n]);
-            offset += n as u64;
-        }
         let (first, last) = (start / BMAP_BLOCK, end.div_ceil(BMAP_BLOCK) - 1);
         let range = if first == last {
             first.to_string()
@@ -82,8 +74,7 @@ pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<Str
             format!("{first}-{last}")
         };
         body.push_str(&format!(
-            "        <Range chksum=\"{}\"> {range} </Range>\n",
-            hex::encode(hasher.finalize())
+            "        <Range chksum=\"{digest}\"> {range} </Range>\n"
         ));
     }
     let render = |checksum: &str| {
@@ -93,21 +84,89 @@ pub fn bmap_xml(file: &File, size: u64, ranges: &[(u64, u64)]) -> io::Result<Str
     };
     // The file's own checksum is computed with that field all zeros.
     let checksum = hex::encode(Sha256::digest(render(&"0".repeat(64)).as_bytes()));
-    Ok(render(&checksum))
+    render(&checksum)
 }
 
-/// One pass over the image: its SHA-256, the `.xz` (blocks from the cache
-/// where a chunk is unchanged, see [`super::xz`]) and optionally the `.gz`.
-/// Returns (image sha256, xz sha256, gz sha256).
+/// The image read chunk by chunk: mapped ranges are read, holes (most of
+/// an image that is mostly free space) are zero-filled without a read.
+struct ImageReader<'a> {
+    file: &'a File,
+    /// Sorted, disjoint `(start, end)` byte ranges holding data.
+    mapped: &'a [(u64, u64)],
+}
+
+impl ImageReader<'_> {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        buf.fill(0);
+        let end = offset + buf.len() as u64;
+        let first = self.mapped.partition_point(|&(_, e)| e <= offset);
+        for &(start, stop) in &self.mapped[first..] {
+            if start >= end {
+                break;
+            }
+            let (from, to) = (start.max(offset), stop.min(end));
+            let piece = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            self.file.read_exact_at(piece, from)?;
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 of the whole image and of each mapped range (for the bmap),
+/// fed chunk by chunk in order.
+struct ImageDigests<'a> {
+    image: Sha256,
+    mapped: &'a [(u64, u64)],
+    ranges: Vec<Sha256>,
+}
+
+impl<'a> ImageDigests<'a> {
+    fn new(mapped: &'a [(u64, u64)]) -> Self {
+        ImageDigests {
+            image: Sha256::new(),
+            mapped,
+            ranges: vec![Sha256::new(); mapped.len()],
+        }
+    }
+
+    fn update(&mut self, offset: u64, chunk: &[u8]) {
+        self.image.update(chunk);
+        let end = offset + chunk.len() as u64;
+        let first = self.mapped.partition_point(|&(_, e)| e <= offset);
+        for (i, &(start, stop)) in self.mapped.iter().enumerate().skip(first) {
+            if start >= end {
+                break;
+            }
+            let (from, to) = (start.max(offset), stop.min(end));
+            self.ranges[i].update(&chunk[(from - offset) as usize..(to - offset) as usize]);
+        }
+    }
+}
+
+/// What [`compress`] computed besides the files it wrote.
+struct Digests {
+    image: String,
+    xz: String,
+    gz: Option<String>,
+    /// One per mapped range, for the bmap.
+    mapped: Vec<String>,
+}
+
+/// One pass over the image: its SHA-256 and its mapped ranges', the `.xz`
+/// (one block per chunk of `chunks`, from the cache where a chunk is
+/// unchanged, see [`super::xz`]) and optionally the `.gz`. Hashing (and
+/// gzip) run beside the xz blocks' lookup and compression.
+#[allow(clippy::too_many_arguments)]
 fn compress(
     image: &File,
-    size: u64,
+    chunks: &[(u64, u64)],
+    mapped: &[(u64, u64)],
     xz: &File,
     gz: Option<&File>,
     level: u32,
     store: &Store,
     progress: &Progress,
-) -> Result<(String, String, Option<String>)> {
+) -> Result<Digests> {
     let cache = xz::BlockCache::open(store, level)?;
     let mut xz_writer = xz::StreamWriter::new(HashingWriter {
         inner: BufWriter::new(xz),
@@ -122,39 +181,47 @@ fn compress(
             flate2::Compression::new(6),
         )
     });
-    let mut image_hash = Sha256::new();
+    let reader = ImageReader {
+        file: image,
+        mapped,
+    };
+    let mut digests = ImageDigests::new(mapped);
     // Chunks in flight: enough for every thread, few enough to stay small.
     let batch = 2 * rayon::current_num_threads().max(1);
     let mut counts = xz::Counts::default();
+    let size = chunks.iter().map(|c| c.1).sum();
     let stage = progress.stage("compress", size, true);
     // Buffers reused from batch to batch (the image is gigabytes).
-    let mut buffers = vec![vec![0u8; xz::CHUNK]; batch];
-    let mut offset = 0u64;
-    while offset < size {
-        let mut filled = 0;
-        while filled < batch && offset < size {
-            let len = (size - offset).min(xz::CHUNK as u64) as usize;
-            let chunk = &mut buffers[filled];
-            chunk.resize(len, 0);
-            image
-                .read_exact_at(chunk, offset)
+    let mut buffers = vec![Vec::with_capacity(xz::CHUNK); batch];
+    for group in chunks.chunks(batch) {
+        for (buffer, &(offset, len)) in buffers.iter_mut().zip(group) {
+            buffer.resize(len as usize, 0);
+            reader
+                .read_at(buffer, offset)
                 .context("reading the image back")?;
-            image_hash.update(&chunk[..]);
-            if let Some(gz) = gz_writer.as_mut() {
-                gz.write_all(chunk)?;
-            }
-            offset += len as u64;
-            filled += 1;
         }
-        let chunks = &buffers[..filled];
-        for block in xz::blocks(&cache, chunks, &mut counts)? {
+        let filled = &buffers[..group.len()];
+        let (hashed, blocks) = rayon::join(
+            || -> Result<()> {
+                for (buffer, &(offset, _)) in filled.iter().zip(group) {
+                    digests.update(offset, buffer);
+                    if let Some(gz) = gz_writer.as_mut() {
+                        gz.write_all(buffer)?;
+                    }
+                }
+                Ok(())
+            },
+            || xz::blocks(&cache, filled, &mut counts),
+        );
+        hashed?;
+        for block in blocks? {
             xz_writer.push(&block)?;
         }
-        stage.inc(chunks.iter().map(|c| c.len() as u64).sum());
+        stage.inc(group.iter().map(|c| c.1).sum());
     }
     let mut xz_out = xz_writer.finish()?;
     xz_out.flush()?;
-    let gz_hash = match gz_writer {
+    let gz = match gz_writer {
         Some(gz) => {
             let mut out = gz.finish()?;
             out.flush()?;
@@ -166,11 +233,16 @@ fn compress(
         "xz: {} chunks compressed, {} from the cache",
         counts.compressed, counts.reused
     ));
-    Ok((
-        hex::encode(image_hash.finalize()),
-        hex::encode(xz_out.hasher.finalize()),
-        gz_hash,
-    ))
+    Ok(Digests {
+        image: hex::encode(digests.image.finalize()),
+        xz: hex::encode(xz_out.hasher.finalize()),
+        gz,
+        mapped: digests
+            .ranges
+            .into_iter()
+            .map(|h| hex::encode(h.finalize()))
+            .collect(),
+    })
 }
 
 /// The manifest: board, lock, packages, partitions and every file's digest.
@@ -295,6 +367,7 @@ pub fn write_all(
     sources: Sources,
     layout: &Layout,
     image: &File,
+    chunks: &[(u64, u64)],
     build_key: &str,
     dir: &Path,
 ) -> Result<Vec<PathBuf>> {
@@ -314,15 +387,18 @@ pub fn write_all(
     } else {
         None
     };
-    let (image_sha, xz_sha, gz_sha) = compress(
+    let mapped = mapped_ranges(image, layout.size);
+    let digests = compress(
         image,
-        layout.size,
+        chunks,
+        &mapped,
         &xz,
         gz.as_ref().map(|(_, file)| file),
         options.xz_level,
         sources.store,
         sources.progress,
     )?;
+    let (image_sha, xz_sha) = (digests.image, digests.xz);
     written.push(xz_path);
     let text = |file_name: String, content: String| -> Result<PathBuf> {
         let (path, mut file) = create(&file_name)?;
@@ -330,17 +406,16 @@ pub fn write_all(
             .with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     };
-    if let (Some((gz_path, _)), Some(gz_sha)) = (gz, gz_sha) {
+    if let (Some((gz_path, _)), Some(gz_sha)) = (gz, digests.gz) {
         written.push(gz_path);
         written.push(text(
             format!("{img_name}.gz.sha256"),
             format!("{gz_sha}  {img_name}.gz\n"),
         )?);
     }
-    let ranges = mapped_ranges(image, layout.size);
     written.push(text(
         format!("{name}.bmap"),
-        bmap_xml(image, layout.size, &ranges)?,
+        bmap_xml(layout.size, &mapped, &digests.mapped),
     )?);
     written.push(text(
         format!("{img_name}.sha256"),

@@ -1,14 +1,16 @@
 //! The `.img.xz`, compressed incrementally: one ordinary xz stream whose
-//! blocks are compressed independently, one per [`CHUNK`] of the image, and
-//! kept in the cache under the digest of the bytes they hold. A rebuild
-//! after one file changed compresses only the few chunks whose bytes
-//! changed and copies the rest from the cache; identical chunks (the
-//! gigabytes of zeros in the empty slot and free space) are compressed once.
+//! blocks are compressed independently, one per chunk of the image (see
+//! [`plan`]: [`CHUNK`]s, and [`SMALL_CHUNK`]s where edits land), and kept
+//! in the cache under the digest of the bytes they hold. A rebuild after
+//! one file changed compresses only the few chunks whose bytes changed and
+//! copies the rest from the cache; identical chunks (the gigabytes of zeros
+//! in the empty slot and free space) are compressed once.
 //!
 //! A block's bytes depend only on its input and the preset, so the stream is
-//! the same whether a block came from the cache or was compressed afresh —
-//! and byte for byte what liblzma's multi-threaded encoder writes for the
-//! whole image with a block size of [`CHUNK`] (a unit test checks that).
+//! the same whether a block came from the cache or was compressed afresh;
+//! for equal chunks it is byte for byte what liblzma's multi-threaded
+//! encoder writes for the whole input with that block size (a unit test
+//! checks that).
 //! Every xz reader (xz, xzcat, bmaptool, libarchive in Raspberry Pi Imager)
 //! reads multi-block streams; xz ≥ 5.4 also decompresses them in parallel,
 //! as each block header carries its sizes.
@@ -33,6 +35,54 @@ use std::sync::{Arc, Mutex};
 /// at each block: with 8 MiB, one edited file recompressed 2 × 8 MiB
 /// instead of 2 × 24 MiB, and rpi4's `.img.xz` grew from 62.6 to 65.3 MB.
 pub const CHUNK: usize = 24 << 20;
+
+/// The image bytes per block over ranges that an edit of an overlay file
+/// or a binary may touch (filesystem metadata, directories, the local
+/// layers' data): an edit then recompresses a few MiB.
+pub const SMALL_CHUNK: usize = 1 << 20;
+
+/// The image's chunks `(offset, len)` in order: [`SMALL_CHUNK`]s over the
+/// `volatile` byte ranges (widened to whole small chunks), [`CHUNK`]s
+/// elsewhere; both on a grid of multiples of their size from the image's
+/// start, so that a volatile range that grows or shrinks moves no other
+/// chunk's boundaries.
+pub fn plan(size: u64, volatile: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let (small, big) = (SMALL_CHUNK as u64, CHUNK as u64);
+    let mut hot: Vec<(u64, u64)> = volatile
+        .iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|&(start, len)| {
+            let end = (start + len).div_ceil(small) * small;
+            (start / small * small, end.min(size))
+        })
+        .filter(|(start, end)| start < end)
+        .collect();
+    hot.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for (start, end) in hot {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut chunks = Vec::new();
+    let mut cut = |from: u64, to: u64, step: u64| {
+        let mut at = from;
+        while at < to {
+            let next = ((at / step + 1) * step).min(to);
+            chunks.push((at, next - at));
+            at = next;
+        }
+    };
+    let mut at = 0;
+    for (start, end) in merged {
+        cut(at, start, big);
+        cut(start, end, small);
+        at = end;
+    }
+    cut(at, size, big);
+    chunks
+}
 
 /// Bump when the bytes written for a chunk change (it names the cache
 /// directory, so old entries are simply not found).
@@ -318,6 +368,40 @@ pub fn blocks(
 mod tests {
     use super::*;
     use std::io::Read;
+
+    #[test]
+    fn the_plan_cuts_small_chunks_where_edits_land() {
+        const MIB: u64 = 1 << 20;
+        let size = 200 * MIB + 5;
+        let volatile = [(30 * MIB + 7, 3 * MIB), (31 * MIB, MIB), (150 * MIB, 4096)];
+        let chunks = plan(size, &volatile);
+        // Contiguous, complete, nothing empty.
+        let mut at = 0;
+        for &(offset, len) in &chunks {
+            assert_eq!(offset, at);
+            assert!(len > 0);
+            at += len;
+        }
+        assert_eq!(at, size);
+        let small: Vec<u64> = chunks
+            .iter()
+            .filter(|c| c.1 == MIB)
+            .map(|c| c.0 / MIB)
+            .collect();
+        assert_eq!(small, [30, 31, 32, 33, 150]);
+        // Elsewhere the 24 MiB grid: 0-24, 24-30 | 34-48, 48-72, ...
+        assert_eq!(chunks[..2], [(0, 24 * MIB), (24 * MIB, 6 * MIB)]);
+        assert_eq!(chunks[6], (34 * MIB, 14 * MIB));
+        assert_eq!(chunks.last(), Some(&(192 * MIB, 8 * MIB + 5)));
+
+        // A volatile range that grows moves no boundary outside it.
+        let grown = plan(size, &[(30 * MIB + 7, 5 * MIB), (150 * MIB, 4096)]);
+        let beyond = |c: &Vec<(u64, u64)>| -> Vec<(u64, u64)> {
+            c.iter().copied().filter(|ch| ch.0 >= 48 * MIB).collect()
+        };
+        assert_eq!(beyond(&chunks), beyond(&grown));
+        assert_eq!(plan(size, &[]).len(), 9);
+    }
 
     /// Pseudo-random but compressible bytes.
     fn sample(len: usize, seed: u64) -> Vec<u8> {
