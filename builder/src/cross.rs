@@ -108,6 +108,33 @@ pub struct CrossBuild<'a> {
     pub quiet: bool,
 }
 
+/// The sysroot under a path in the target directory that names its
+/// contents (the sysroot's directory name is a digest of its packages),
+/// not the cache it was unpacked in: the path is part of the compiler and
+/// linker flags, so a build with another cache (an emptied one, or
+/// `--cache-dir`) must see the same path to reuse what cargo built, and
+/// other contents must give another path so cargo rebuilds against them.
+fn stable_link(target_dir: &Path, sysroot: &Path) -> Result<PathBuf> {
+    let sysroot = std::fs::canonicalize(sysroot)
+        .with_context(|| format!("finding the sysroot {}", sysroot.display()))?;
+    let id = sysroot
+        .file_name()
+        .context("the sysroot has no directory name")?;
+    let links = target_dir.join("vinyl-sysroots");
+    std::fs::create_dir_all(&links).with_context(|| format!("creating {}", links.display()))?;
+    let link = links.join(id);
+    if std::fs::read_link(&link).is_ok_and(|to| to == sysroot) {
+        return Ok(link);
+    }
+    // Replaced in one rename: another build may be reading the link.
+    let temp = links.join(format!(".{}.{}", id.to_string_lossy(), std::process::id()));
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(&sysroot, &temp)
+        .and_then(|()| std::fs::rename(&temp, &link))
+        .with_context(|| format!("linking {} to the sysroot", link.display()))?;
+    Ok(link)
+}
+
 /// Builds the crates in release mode and returns (crate, binary).
 pub fn build_crates(build: &CrossBuild) -> Result<Vec<(String, PathBuf)>> {
     let CrossBuild {
@@ -122,6 +149,7 @@ pub fn build_crates(build: &CrossBuild) -> Result<Vec<(String, PathBuf)>> {
         build.architecture.multiarch(),
     );
     doctor::require(&doctor::cross_checks(rust_triple))?;
+    let sysroot = &stable_link(target_dir, sysroot)?;
     let cargo_home = std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| dirs::home_dir().map(|h| h.join(".cargo")))
