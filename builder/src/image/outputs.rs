@@ -95,16 +95,26 @@ struct ImageReader<'a> {
     mapped: &'a [(u64, u64)],
 }
 
+/// The parts of the sorted, disjoint `mapped` ranges inside the window of
+/// `len` bytes at `offset`: (index of the range, start, end), in order.
+fn mapped_within(
+    mapped: &[(u64, u64)],
+    offset: u64,
+    len: u64,
+) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+    let end = offset + len;
+    let first = mapped.partition_point(|&(_, stop)| stop <= offset);
+    mapped[first..]
+        .iter()
+        .take_while(move |&&(start, _)| start < end)
+        .enumerate()
+        .map(move |(i, &(start, stop))| (first + i, start.max(offset), stop.min(end)))
+}
+
 impl ImageReader<'_> {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         buf.fill(0);
-        let end = offset + buf.len() as u64;
-        let first = self.mapped.partition_point(|&(_, e)| e <= offset);
-        for &(start, stop) in &self.mapped[first..] {
-            if start >= end {
-                break;
-            }
-            let (from, to) = (start.max(offset), stop.min(end));
+        for (_, from, to) in mapped_within(self.mapped, offset, buf.len() as u64) {
             let piece = &mut buf[(from - offset) as usize..(to - offset) as usize];
             self.file.read_exact_at(piece, from)?;
         }
@@ -131,13 +141,7 @@ impl<'a> ImageDigests<'a> {
 
     fn update(&mut self, offset: u64, chunk: &[u8]) {
         self.image.update(chunk);
-        let end = offset + chunk.len() as u64;
-        let first = self.mapped.partition_point(|&(_, e)| e <= offset);
-        for (i, &(start, stop)) in self.mapped.iter().enumerate().skip(first) {
-            if start >= end {
-                break;
-            }
-            let (from, to) = (start.max(offset), stop.min(end));
+        for (i, from, to) in mapped_within(self.mapped, offset, chunk.len() as u64) {
             self.ranges[i].update(&chunk[(from - offset) as usize..(to - offset) as usize]);
         }
     }
@@ -435,4 +439,19 @@ pub fn write_all(
         serde_json::to_string_pretty(&manifest)? + "\n",
     )?);
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_within_clips_ranges_to_the_window() {
+        let mapped = [(0, 10), (20, 30), (40, 50), (60, 70)];
+        let parts: Vec<_> = mapped_within(&mapped, 25, 20).collect();
+        assert_eq!(parts, [(1, 25, 30), (2, 40, 45)]);
+        assert_eq!(mapped_within(&mapped, 10, 10).count(), 0);
+        assert_eq!(mapped_within(&mapped, 70, 5).count(), 0);
+        assert_eq!(mapped_within(&mapped, 0, 100).count(), 4);
+    }
 }
