@@ -44,6 +44,7 @@ fn spec<'a>(signer: &'a signing::Signer, root: Region, out: PathBuf) -> BundleSp
         description: "test bundle".into(),
         root,
         epoch: 1_700_000_000,
+        adaptive: true,
         signer,
         out,
     }
@@ -63,6 +64,49 @@ fn rauc_info(rauc: &Path, keyring: &Path, bundle: &Path) -> (bool, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.success(), text)
+}
+
+/// The payload, unpacked by squashfs-tools' `unsquashfs`, holds the slot
+/// image and RAUC's block hash index: one SHA-256 per 4 KiB of the image,
+/// in order, and the manifest asks for the adaptive method.
+fn block_hash_index_matches_the_slot(bundle: &Path, written: &bundle::Bundle, root: &Region) {
+    let Some(unsquashfs) = test_support::found(
+        "block_hash_index_matches_the_slot",
+        which("unsquashfs"),
+        || "unsquashfs is not installed (apt-get install squashfs-tools)".into(),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("payload");
+    let status = Command::new(unsquashfs)
+        .arg("-q")
+        .arg("-d")
+        .arg(&out)
+        .arg(bundle)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "unsquashfs failed on {}",
+        bundle.display()
+    );
+    let manifest = std::fs::read_to_string(out.join("manifest.raucm")).unwrap();
+    assert!(
+        manifest.contains("\nadaptive=block-hash-index;\n"),
+        "{manifest}"
+    );
+    assert!(written.manifest.image.adaptive);
+    let image = std::fs::read(out.join(bundle::IMAGE_NAME)).unwrap();
+    let slot = std::fs::read(&root.path).unwrap();
+    let slot = &slot[root.offset as usize..(root.offset + root.size) as usize];
+    assert!(image == slot, "the bundle's image is not the slot");
+    let index = std::fs::read(out.join(bundle::INDEX_NAME)).unwrap();
+    assert_eq!(index.len(), slot.len() / 4096 * 32);
+    use sha2::Digest as _;
+    for (i, (hash, chunk)) in index.chunks(32).zip(slot.chunks(4096)).enumerate() {
+        assert_eq!(hash, sha2::Sha256::digest(chunk).as_slice(), "chunk {i}");
+    }
 }
 
 #[test]
@@ -95,6 +139,7 @@ fn rauc_accepts_good_bundles_and_refuses_bad_ones() {
     }
     let verity = written.manifest.verity.as_ref().unwrap();
     assert!(text.contains(&verity.hash), "{text}");
+    block_hash_index_matches_the_slot(&good, &written, &root);
 
     // Byte-reproducible: the same inputs give the same bundle, signature
     // included (both key types sign deterministically, no signing time).

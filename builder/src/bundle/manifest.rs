@@ -3,6 +3,9 @@
 
 use std::fmt::Write as _;
 
+/// RAUC's adaptive method for block devices: a hash per 4 KiB chunk.
+pub const ADAPTIVE_METHOD: &str = "block-hash-index";
+
 /// The image a bundle carries for the root slot class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -11,6 +14,10 @@ pub struct Image {
     pub filename: String,
     pub size: u64,
     pub sha256: String,
+    /// Whether the bundle carries `<filename>.block-hash-index` (SHA-256
+    /// of every 4 KiB chunk), so a streaming install fetches only the
+    /// chunks the device's slots do not already hold.
+    pub adaptive: bool,
 }
 
 /// The dm-verity parameters, known once the payload is written.
@@ -59,6 +66,10 @@ impl Manifest {
         let _ = writeln!(text, "filename={}", self.image.filename);
         let _ = writeln!(text, "size={}", self.image.size);
         let _ = writeln!(text, "sha256={}", self.image.sha256);
+        if self.image.adaptive {
+            // A string list, written as GLib's key files write one.
+            let _ = writeln!(text, "adaptive={};", ADAPTIVE_METHOD);
+        }
         text
     }
 }
@@ -79,6 +90,7 @@ mod tests {
                 filename: "rootfs.ext4".into(),
                 size: 4096,
                 sha256: "00".repeat(32),
+                adaptive: true,
             },
             verity: None,
         };
@@ -87,6 +99,7 @@ mod tests {
         assert!(inner.contains(
             "\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.ext4\nsize=4096\n"
         ));
+        assert!(inner.ends_with("\nadaptive=block-hash-index;\n"));
         manifest.verity = Some(Verity {
             hash: "11".repeat(32),
             salt: "22".repeat(32),

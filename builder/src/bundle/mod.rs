@@ -1,8 +1,15 @@
 //! RAUC bundles in the `verity` format, written without RAUC or root:
 //!
 //! ```text
-//! [ SquashFS: manifest.raucm, rootfs.ext4 ][ dm-verity hash tree ][ CMS ][ CMS length, u64 BE ]
+//! [ SquashFS: manifest.raucm, rootfs.ext4, rootfs.ext4.block-hash-index ]
+//! [ dm-verity hash tree ][ CMS ][ CMS length, u64 BE ]
 //! ```
+//!
+//! The block hash index (SHA-256 of every 4 KiB chunk of the slot image,
+//! RAUC's adaptive method `block-hash-index`) lets a device streaming the
+//! bundle read only the chunks neither of its root slots already holds;
+//! with ext4-writer's stable layout a one-file change is a few hundred
+//! chunks.
 //!
 //! The CMS signature carries the manifest with the tree's root hash, salt
 //! and size, so a device that trusts the signer trusts every block of the
@@ -27,6 +34,10 @@ use std::path::{Path, PathBuf};
 pub const SLOT_CLASS: &str = "rootfs";
 /// The image's name inside a bundle (`.ext4`: copied raw onto the slot).
 pub const IMAGE_NAME: &str = "rootfs.ext4";
+/// Its block hash index, named as RAUC looks for it.
+pub const INDEX_NAME: &str = "rootfs.ext4.block-hash-index";
+/// The chunk a block hash index hashes.
+pub const CHUNK: usize = 4096;
 
 /// A region of a file: the root slot's ext4 inside the `.img`.
 #[derive(Debug, Clone)]
@@ -57,6 +68,9 @@ pub struct BundleSpec<'a> {
     pub root: Region,
     /// File times inside the payload (`SOURCE_DATE_EPOCH`).
     pub epoch: u32,
+    /// Carry the block hash index (adaptive updates). Always on for
+    /// release bundles; off only to measure what it saves.
+    pub adaptive: bool,
     pub signer: &'a Signer,
     /// The bundle file; replaced whole, never left half-written.
     pub out: PathBuf,
@@ -73,13 +87,21 @@ pub struct Bundle {
 
 /// Writes the bundle: payload, hash tree, signature.
 pub fn write(spec: &BundleSpec) -> Result<Bundle> {
-    let (size, sha256) = digest(spec.root.open()?)
+    let slot = digest(spec.root.open()?)
         .with_context(|| format!("reading the root slot from {}", spec.root.path.display()))?;
-    if size != spec.root.size {
+    if slot.size != spec.root.size {
         bail!(
-            "{} ends inside the root slot (read {size} of {} bytes)",
+            "{} ends inside the root slot (read {} of {} bytes)",
             spec.root.path.display(),
+            slot.size,
             spec.root.size
+        );
+    }
+    if slot.size % CHUNK as u64 != 0 {
+        bail!(
+            "the root slot in {} is {} bytes, not a whole number of 4 KiB blocks",
+            spec.root.path.display(),
+            slot.size
         );
     }
     let mut manifest = Manifest {
@@ -90,8 +112,9 @@ pub fn write(spec: &BundleSpec) -> Result<Bundle> {
         slot_class: SLOT_CLASS.to_string(),
         image: Image {
             filename: IMAGE_NAME.to_string(),
-            size,
-            sha256,
+            size: slot.size,
+            sha256: slot.sha256,
+            adaptive: spec.adaptive,
         },
         verity: None,
     };
@@ -112,20 +135,23 @@ pub fn write(spec: &BundleSpec) -> Result<Bundle> {
     // 1. The payload.
     {
         let mut out = BufWriter::new(temp.as_file_mut());
-        payload::write(
-            &mut out,
-            vec![
-                payload::PayloadFile {
-                    name: "manifest.raucm",
-                    contents: Box::new(std::io::Cursor::new(inner.clone().into_bytes())),
-                },
-                payload::PayloadFile {
-                    name: IMAGE_NAME,
-                    contents: Box::new(spec.root.open()?),
-                },
-            ],
-            spec.epoch,
-        )?;
+        let mut files = vec![
+            payload::PayloadFile {
+                name: "manifest.raucm",
+                contents: Box::new(std::io::Cursor::new(inner.clone().into_bytes())),
+            },
+            payload::PayloadFile {
+                name: IMAGE_NAME,
+                contents: Box::new(spec.root.open()?),
+            },
+        ];
+        if spec.adaptive {
+            files.push(payload::PayloadFile {
+                name: INDEX_NAME,
+                contents: Box::new(std::io::Cursor::new(slot.index)),
+            });
+        }
+        payload::write(&mut out, files, spec.epoch)?;
         out.flush().map_err(written)?;
     }
     let payload_size = temp.as_file_mut().seek(SeekFrom::End(0)).map_err(written)?;
@@ -173,18 +199,91 @@ pub fn write(spec: &BundleSpec) -> Result<Bundle> {
     })
 }
 
-/// Size and SHA-256 (hex) of everything `reader` gives.
-fn digest(mut reader: impl Read) -> std::io::Result<(u64, String)> {
-    let mut hasher = Sha256::new();
+/// What one pass over the slot image gives.
+struct SlotDigest {
+    size: u64,
+    /// SHA-256 of the whole image, hex.
+    sha256: String,
+    /// RAUC's block hash index: the SHA-256 of each 4 KiB chunk, in order.
+    index: Vec<u8>,
+}
+
+/// Size, SHA-256 and block hash index of everything `reader` gives.
+fn digest(mut reader: impl Read) -> std::io::Result<SlotDigest> {
+    let zero_chunk: [u8; 32] = Sha256::digest([0u8; CHUNK]).into();
+    let mut whole = Sha256::new();
+    let mut index = Vec::new();
     let mut buffer = vec![0; 1 << 20];
     let mut size = 0;
     loop {
-        let n = reader.read(&mut buffer)?;
+        let n = fill(&mut reader, &mut buffer)?;
         if n == 0 {
             break;
         }
-        hasher.update(&buffer[..n]);
+        let data = &buffer[..n];
+        let ((), chunks) = rayon::join(
+            || whole.update(data),
+            || {
+                use rayon::prelude::*;
+                data.par_chunks(CHUNK)
+                    .map(|chunk| -> [u8; 32] {
+                        // Most of a slot is free space: skip hashing zeros.
+                        if chunk.len() == CHUNK && chunk.iter().all(|&b| b == 0) {
+                            zero_chunk
+                        } else {
+                            Sha256::digest(chunk).into()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            },
+        );
+        index.extend(chunks.iter().flatten());
         size += n as u64;
+        if n < buffer.len() {
+            break;
+        }
     }
-    Ok((size, hex::encode(hasher.finalize())))
+    Ok(SlotDigest {
+        size,
+        sha256: hex::encode(whole.finalize()),
+        index,
+    })
+}
+
+/// Reads until `buffer` is full or the reader ends; returns the bytes read.
+fn fill(reader: &mut impl Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_index_holds_one_sha256_per_chunk_in_order() {
+        let mut image = vec![0u8; 5 * CHUNK];
+        image[CHUNK..2 * CHUNK].fill(7);
+        image[4 * CHUNK + 10] = 1;
+        // Read in odd pieces, as a file or pipe may give them.
+        let reader = std::io::Read::chain(&image[..3000], &image[3000..]);
+        let slot = digest(reader).unwrap();
+        assert_eq!(slot.size, image.len() as u64);
+        assert_eq!(slot.sha256, hex::encode(Sha256::digest(&image)));
+        assert_eq!(slot.index.len(), 5 * 32);
+        for (i, hash) in slot.index.chunks(32).enumerate() {
+            let chunk = &image[i * CHUNK..(i + 1) * CHUNK];
+            assert_eq!(hash, Sha256::digest(chunk).as_slice(), "chunk {i}");
+        }
+        assert_eq!(slot.index[..32], slot.index[64..96], "zero chunks alike");
+        assert_ne!(slot.index[..32], slot.index[32..64]);
+    }
 }
