@@ -166,6 +166,10 @@ pub struct ImageConfig {
     /// The data partition as shipped; it grows to fill the card at first boot.
     #[serde(default = "default_data_mib")]
     pub data_mib: u64,
+    /// Raspberry Pi Imager's device tags the image is for (`pi4-64bit`,
+    /// `pi3-64bit`, `pi5-64bit`); none for a board Imager does not know.
+    #[serde(default)]
+    pub imager_devices: Vec<String>,
 }
 
 impl Default for ImageConfig {
@@ -175,6 +179,7 @@ impl Default for ImageConfig {
             boot_mib: default_boot_mib(),
             root_mib: default_root_mib(),
             data_mib: default_data_mib(),
+            imager_devices: Vec::new(),
         }
     }
 }
@@ -215,8 +220,12 @@ pub struct UpdateConfig {
     /// `--keyring` overrides it. Without one, the image refuses every bundle.
     pub keyring: Option<PathBuf>,
     /// The version bundles and the image carry (default: the date of the
-    /// locked Debian archive, `YYYY.MM.DD`).
-    pub version: Option<String>,
+    /// locked Debian archive, `YYYY.MM.DD`); `--image-version` overrides it.
+    pub version: Option<crate::values::Version>,
+    /// Where devices look for updates: the URL of the release's
+    /// `channel.json`. `builder publish` takes its directory as the
+    /// default `--base-url` for the Raspberry Pi Imager list.
+    pub url: Option<String>,
 }
 
 /// Per-device settings: the part of an image a user most often changes.

@@ -16,6 +16,7 @@ pub mod mirror;
 pub mod output_dir;
 pub mod pipeline;
 pub mod progress;
+pub mod release;
 pub mod rootfs;
 pub mod store;
 pub mod values;

@@ -54,6 +54,10 @@ struct Cli {
     /// (overrides the board's `[update] keyring`).
     #[arg(long, global = true, value_name = "FILE")]
     keyring: Option<PathBuf>,
+    /// The release version images, bundles and releases carry (overrides
+    /// the board's `[update] version`; default: the locked archive's date).
+    #[arg(long, global = true, value_name = "VERSION")]
+    image_version: Option<String>,
     /// Only print warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -112,6 +116,34 @@ enum Command {
         /// Directory of the image built on the way (default: out/<board>).
         #[arg(long, value_name = "DIR")]
         image_out: Option<PathBuf>,
+    },
+    /// Build the image and bundle, then write a release directory any web
+    /// server can host: the image for people (.img.xz, .sha256, .bmap,
+    /// Raspberry Pi Imager's os_list.json), the signed bundle and
+    /// channel.json for devices.
+    Publish {
+        /// Private key (PEM) that signs the bundle.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Its certificate (PEM), issued by a CA in the image's keyring.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+        /// The release directory (replaced as one set).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The URL the directory is served under (default: the directory
+        /// of the board's `[update] url`); needed for os_list.json.
+        #[arg(long, value_name = "URL")]
+        base_url: Option<String>,
+        /// Devices running an older version must not install this release.
+        #[arg(long, value_name = "VERSION")]
+        min_version: Option<String>,
+        /// Directory of the image built on the way (default: out/<board>).
+        #[arg(long, value_name = "DIR")]
+        image_out: Option<PathBuf>,
+        /// xz compression level of the published image, 0 to 9.
+        #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(0..=9))]
+        xz_level: u32,
     },
     /// Make a development CA and a bundle-signing key and certificate in DIR
     /// (for trying updates; use your own PKI for devices in the field).
@@ -190,6 +222,12 @@ fn run(cli: Cli) -> Result<()> {
     options.extra_recipes = cli.recipes.clone();
     options.device = device_overrides(&cli)?;
     options.keyring = cli.keyring.clone();
+    options.version = cli
+        .image_version
+        .clone()
+        .map(builder::values::Version::try_from)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--image-version: {e}"))?;
     if let Some(dir) = &cli.cache_dir {
         // Absolute: the cross build runs cargo and C tools in the workspace,
         // where a path relative to here would point elsewhere.
@@ -228,6 +266,33 @@ fn run(cli: Cli) -> Result<()> {
                 &cert,
                 &out,
                 &image_out,
+            )
+        }
+        Command::Publish {
+            key,
+            cert,
+            out,
+            base_url,
+            min_version,
+            image_out,
+            xz_level,
+        } => {
+            let image_out = image_out
+                .unwrap_or_else(|| Project::from_workspace().root.join("out").join(&cli.board));
+            let min_version = min_version
+                .map(builder::values::Version::try_from)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--min-version: {e}"))?;
+            publish(
+                Pipeline::new(project, &options)?,
+                (&key, &cert),
+                &builder::pipeline::PublishOptions {
+                    out,
+                    base_url,
+                    min_version,
+                },
+                &image_out,
+                xz_level,
             )
         }
         Command::Build {
@@ -341,6 +406,60 @@ fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &P
         written.path.display(),
         written.size as f64 / 1e6
     );
+    println!("done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn publish(
+    pipeline: Pipeline,
+    (key, cert): (&Path, &Path),
+    options: &builder::pipeline::PublishOptions,
+    image_out: &Path,
+    xz_level: u32,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    // Checked before the long stages: the key, that devices trust it, the
+    // URL and the release directory.
+    let signer = builder::bundle::signing::Signer::load(key, cert, std::time::SystemTime::now())?;
+    let keyring = pipeline.keyring()?;
+    signer.check_trusted(&keyring.certificates, &keyring.path)?;
+    builder::release::base_url(
+        options.base_url.as_deref(),
+        pipeline.board.update.url.as_deref(),
+    )?;
+    builder::output_dir::check(&options.out)?;
+    let outputs = builder::image::OutputOptions {
+        gzip: false,
+        xz_level,
+    };
+    let (rootfs, product) = pipeline.build(image_out, &outputs, None)?;
+    let Product::SdImage(built) = product else {
+        anyhow::bail!(
+            "board {} builds a root filesystem archive, not an SD image; there is nothing to publish",
+            pipeline.board.name
+        );
+    };
+    let release = pipeline.publish(&built, &rootfs.digest, &signer, options)?;
+    println!(
+        "{}: version {}, build {}",
+        release.channel.compatible, release.channel.version, release.channel.build
+    );
+    for name in &release.files {
+        let size = std::fs::metadata(release.dir.join(name))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        println!(
+            "  {:<50} {:>8.1} MB",
+            release.dir.join(name).display(),
+            size as f64 / 1e6
+        );
+    }
+    if !release.files.iter().any(|f| f == builder::release::OS_LIST) {
+        println!(
+            "  (no {}: Raspberry Pi Imager needs absolute URLs; pass --base-url or set [update] url)",
+            builder::release::OS_LIST
+        );
+    }
     println!("done in {:.1} s", started.elapsed().as_secs_f64());
     Ok(())
 }

@@ -48,6 +48,8 @@ pub struct Options {
     pub device: crate::device::Overrides,
     /// `--keyring`: replaces the board's `[update] keyring`.
     pub keyring: Option<PathBuf>,
+    /// `--image-version`: replaces the board's `[update] version`.
+    pub version: Option<crate::values::Version>,
 }
 
 impl Options {
@@ -65,6 +67,7 @@ impl Options {
             extra_recipes: Vec::new(),
             device: Default::default(),
             keyring: None,
+            version: None,
         }
     }
 }
@@ -107,6 +110,24 @@ pub struct UpdateKeyring {
     pub certificates: Vec<x509_cert::Certificate>,
 }
 
+/// `builder publish`'s settings.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// The release directory.
+    pub out: PathBuf,
+    /// Where it will be served (`--base-url`).
+    pub base_url: Option<String>,
+    /// The oldest version allowed to update to this release.
+    pub min_version: Option<crate::values::Version>,
+}
+
+/// `path` with `suffix` appended to its file name (`x.img` → `x.img.xz`).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
+}
+
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub enum Product {
@@ -137,6 +158,9 @@ impl Pipeline {
                 std::path::absolute(keyring)
                     .with_context(|| format!("--keyring {}", keyring.display()))?,
             );
+        }
+        if let Some(version) = &options.version {
+            board.update.version = Some(version.clone());
         }
         let recipes = project.recipes(&board)?;
         let plan = Plan::new(&board, &recipes);
@@ -485,13 +509,7 @@ impl Pipeline {
     ) -> Result<bundle::Bundle> {
         let lock = self.locked()?;
         let slot = built.layout.partition(image::layout::Role::RootA);
-        let version = match &self.board.update.version {
-            Some(version) => version.clone(),
-            None => {
-                let (year, month, day) = image::civil_date(lock.source_date_epoch);
-                format!("{year}.{month:02}.{day:02}")
-            }
-        };
+        let version = self.version(&lock);
         let name = format!("{}-{version}.raucb", image::image_name(&self.board));
         let written = bundle::write(&bundle::BundleSpec {
             compatible: crate::device::compatible(&self.board.name),
@@ -504,10 +522,58 @@ impl Pipeline {
                 size: slot.size,
             },
             epoch: u32::try_from(lock.source_date_epoch).unwrap_or(0),
+            adaptive: true,
             signer,
             out: out_dir.join(name),
         })?;
         Ok(written)
+    }
+
+    /// The release version: `--image-version`, the board's `[update]
+    /// version`, else the locked archive's date (`YYYY.MM.DD`).
+    pub fn version(&self, lock: &Lock) -> String {
+        match &self.board.update.version {
+            Some(version) => version.to_string(),
+            None => {
+                let (year, month, day) = image::civil_date(lock.source_date_epoch);
+                format!("{year}.{month:02}.{day:02}")
+            }
+        }
+    }
+
+    /// Stage 9, on request: the release directory `out` — the image for
+    /// people, the bundle and channel file for devices, Imager's list when
+    /// a base URL is known (`base_url`, else the board's `[update] url`).
+    pub fn publish(
+        &self,
+        built: &Built,
+        tree_digest: &str,
+        signer: &bundle::signing::Signer,
+        options: &PublishOptions,
+    ) -> Result<crate::release::Release> {
+        let lock = self.locked()?;
+        let (year, month, day) = image::civil_date(lock.source_date_epoch);
+        let xz = sibling(&built.image, ".xz");
+        let name = image::image_name(&self.board);
+        let spec = crate::release::ReleaseSpec {
+            name: name.clone(),
+            description: self.board.description.clone(),
+            version: self.version(&lock),
+            released: format!("{year}-{month:02}-{day:02}"),
+            compatible: crate::device::compatible(&self.board.name),
+            build: format!("lock {} tree {tree_digest}", lock.digest()),
+            imager_devices: self.board.image.imager_devices.clone(),
+            image: built.image.clone(),
+            image_xz: xz,
+            bmap: built.image.with_file_name(format!("{name}.bmap")),
+            base_url: crate::release::base_url(
+                options.base_url.as_deref(),
+                self.board.update.url.as_deref(),
+            )?,
+            min_version: options.min_version.as_ref().map(|v| v.to_string()),
+            out: options.out.clone(),
+        };
+        crate::release::write(&spec, |dir| self.bundle(built, tree_digest, signer, dir))
     }
 
     fn build_stages(

@@ -203,6 +203,49 @@ impl fmt::Display for RecipeName {
     }
 }
 
+/// A release version (`[update] version`, `--image-version`): what
+/// bundles, the channel file and file names carry. A digit first, then
+/// letters, digits and `.+~_-` (so it is safe in a file name, a URL and
+/// RAUC's manifest), at most 64 characters: `2026.12.04`, `1.4.0-rc1`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(String);
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserialize_checked(deserializer)
+    }
+}
+
+impl Version {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Version {
+    type Error = String;
+    fn try_from(version: String) -> Result<Self, String> {
+        let good = version.len() <= 64
+            && version.starts_with(|c: char| c.is_ascii_digit())
+            && version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".+~_-".contains(c));
+        if good {
+            Ok(Version(version))
+        } else {
+            Err(format!(
+                "version {version:?} must start with a digit and hold only letters, digits and . + ~ _ - (at most 64), e.g. 2026.12.04 or 1.4.0"
+            ))
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// The name of an overlay: the directory `overlay/<name>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayName(String);
@@ -256,6 +299,13 @@ mod tests {
                 OverlayName::try_from(good.to_string()).unwrap().as_str(),
                 good
             );
+        }
+        for good in ["2026.12.04", "1.4.0-rc1", "3", "1.0+b1~x_y"] {
+            assert_eq!(Version::try_from(good.to_string()).unwrap().as_str(), good);
+        }
+        for bad in ["", "v1", "1/2", "1 2", "1.0\n", "ä1", &"1".repeat(65)] {
+            let error = Version::try_from(bad.to_string()).unwrap_err();
+            assert!(error.contains("must start with a digit"), "{error}");
         }
         for bad in [
             "", ".", "..", "../x", "a/b", "/etc", ".hidden", "-x", "a b", "ä",
