@@ -428,6 +428,10 @@ fn publish(
         pipeline.board.update.url.as_deref(),
     )?;
     builder::output_dir::check(&options.out)?;
+    if let Some(version) = &pipeline.board.update.version {
+        // Else the version is the lock's date, checked once it is read.
+        builder::pipeline::check_min_version(version.as_str(), options)?;
+    }
     let outputs = builder::image::OutputOptions {
         gzip: false,
         xz_level,

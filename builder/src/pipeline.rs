@@ -121,6 +121,20 @@ pub struct PublishOptions {
     pub min_version: Option<crate::values::Version>,
 }
 
+/// Refuses a `--min-version` above the release's own `version`: no device
+/// could ever install such a release.
+pub fn check_min_version(version: &str, options: &PublishOptions) -> Result<()> {
+    if let Some(min) = &options.min_version
+        && update_channel::version::compare(min.as_str(), version).is_gt()
+    {
+        anyhow::bail!(
+            "--min-version {min} is newer than the release's version {version}: no device \
+             could install it; give a version at most {version}, or raise --image-version"
+        );
+    }
+    Ok(())
+}
+
 /// `path` with `suffix` appended to its file name (`x.img` → `x.img.xz`).
 fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
@@ -552,6 +566,7 @@ impl Pipeline {
         options: &PublishOptions,
     ) -> Result<crate::release::Release> {
         let lock = self.locked()?;
+        check_min_version(&self.version(&lock), options)?;
         let (year, month, day) = image::civil_date(lock.source_date_epoch);
         let xz = sibling(&built.image, ".xz");
         let name = image::image_name(&self.board);

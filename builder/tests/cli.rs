@@ -256,3 +256,51 @@ fn bundle_refuses_bad_keys_before_building() {
         "{error}"
     );
 }
+
+#[test]
+fn publish_refuses_bad_input_before_building() {
+    let keys = tempfile::tempdir().unwrap();
+    let dir = keys.path().join("dev");
+    assert!(builder(&["keygen", dir.to_str().unwrap()]).status.success());
+    let ca = dir.join("ca.cert.pem");
+    let project = project_x("[]", &[("recipes/none.toml", "description = \"n\"\n")]);
+    let key = dir.join("signing.key.pem");
+    let cert = dir.join("signing.cert.pem");
+    let out = keys.path().join("release");
+    let publish = |before: &[&str], after: &[&str]| {
+        let mut args: Vec<&str> = vec!["--keyring", ca.to_str().unwrap()];
+        args.extend(before);
+        args.extend([
+            "publish",
+            "--key",
+            key.to_str().unwrap(),
+            "--cert",
+            cert.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        args.extend(after);
+        let output = builder_x(&project, &args);
+        assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+        stderr(&output)
+    };
+    let error = publish(&["--image-version", "v2"], &[]);
+    assert!(
+        error.contains("--image-version: version \"v2\" must start with a digit"),
+        "{error}"
+    );
+    let error = publish(&[], &["--base-url", "ftp://[2001:db8::1]/vinyl/"]);
+    assert!(
+        error
+            .contains("--base-url \"ftp://[2001:db8::1]/vinyl/\": give an http:// or https:// URL"),
+        "{error}"
+    );
+    let error = publish(&[], &["--min-version", "1 0"]);
+    assert!(error.contains("--min-version: version \"1 0\""), "{error}");
+    let error = publish(&["--image-version", "1.4.0"], &["--min-version", "1.10.0"]);
+    assert!(
+        error.contains("--min-version 1.10.0 is newer than the release's version 1.4.0"),
+        "{error}"
+    );
+    assert!(!out.exists(), "a refused publish made {}", out.display());
+}

@@ -22,6 +22,8 @@
 //! Devices ignore fields they do not know; a change old devices would
 //! misread raises `format`.
 
+pub mod version;
+
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
