@@ -25,60 +25,13 @@ use builder::bundle::{Bundle, manifest::Manifest, signing::Signer};
 use qemu_tests::tone;
 use qemu_tests::{Backend, MachineConfig, Vm};
 use std::path::Path;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
-use test_net::{TestNet, eventually};
+use test_net::{Nginx, PORT, TestNet, eventually};
 
 const BOOT: Duration = Duration::from_secs(600);
 const COMMAND: Duration = Duration::from_secs(60);
 const INSTALL: Duration = Duration::from_secs(1200);
 const MAC: &str = "52:54:00:12:34:60";
-const PORT: u16 = 8080;
-
-/// Debian's nginx serving `root` on port 8080 of the test network's host
-/// side, in the foreground, stopped when dropped.
-struct Nginx(Child);
-
-impl Nginx {
-    fn start(net: &TestNet, root: &Path) -> Nginx {
-        let dir = net.dir().join("nginx");
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("nginx.conf");
-        let d = dir.display();
-        std::fs::write(
-            &conf,
-            format!(
-                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{}}\n\
-                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
-                 default_type application/octet-stream;\n\
-                 server {{ listen [::]:{PORT} ipv6only=on; root {}; }}\n}}\n",
-                root.display()
-            ),
-        )
-        .unwrap();
-        let child = net
-            .command("nginx")
-            .args(["-e", &format!("{d}/error.log"), "-c"])
-            .arg(&conf)
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting nginx (package nginx)");
-        let url = format!("http://[{}]:{PORT}/", test_net::ROUTER);
-        eventually("nginx answering", Duration::from_secs(30), || {
-            let (ok, out) = net.run("curl", &["-sS", "-g", "-o", "/dev/null", "-I", &url]);
-            if ok { Ok(()) } else { Err(out) }
-        });
-        Nginx(child)
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `bundle` with its signature replaced: `manifest` signed by `signer`.
 fn resigned(bundle: &Bundle, manifest: &Manifest, signer: &Signer) -> Vec<u8> {

@@ -467,3 +467,91 @@ fn eui64_of_qemus_default_mac() {
         "fd42:7669:6e79:1:5054:ff:fe12:3456"
     );
 }
+
+/// The port [`Nginx`] listens on.
+pub const PORT: u16 = 8080;
+
+/// Debian's nginx serving `root` on port 8080 of the test network's host
+/// side, in the foreground, stopped when dropped. Its access log says what
+/// a client downloaded ([`Nginx::bytes_sent`]).
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    pub fn start(net: &TestNet, root: &std::path::Path) -> Nginx {
+        let dir = net.dir().join("nginx");
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("nginx.conf");
+        let d = dir.display();
+        std::fs::write(
+            &conf,
+            format!(
+                "worker_processes 1;\nerror_log {d}/error.log;\npid {d}/nginx.pid;\nevents {{}}\n\
+                 http {{\n  access_log {d}/access.log;\n  client_body_temp_path {d}/body;\n\
+                 default_type application/octet-stream;\n\
+                 server {{ listen [::]:{PORT} ipv6only=on; root {}; }}\n}}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let child = net
+            .command("nginx")
+            .args(["-e", &format!("{d}/error.log"), "-c"])
+            .arg(&conf)
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("starting nginx (package nginx)");
+        let url = format!("http://[{ROUTER}]:{PORT}/");
+        eventually("nginx answering", Duration::from_secs(30), || {
+            let (ok, out) = net.run("curl", &["-sS", "-g", "-o", "/dev/null", "-I", &url]);
+            if ok { Ok(()) } else { Err(out) }
+        });
+        Nginx { child, dir }
+    }
+
+    /// The access log so far (nginx's `combined` format, a line per request).
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
+    }
+
+    /// The body bytes nginx sent for requests of `path` in `log` (a part of
+    /// [`Nginx::access_log`]), and how many requests those were.
+    pub fn bytes_sent(log: &str, path: &str) -> (u64, usize) {
+        let mut bytes = 0;
+        let mut requests = 0;
+        for line in log.lines() {
+            // ... "GET /path HTTP/1.1" 206 12345 "referer" "agent"
+            let mut quoted = line.split('"');
+            let (Some(_), Some(request), Some(after)) =
+                (quoted.next(), quoted.next(), quoted.next())
+            else {
+                continue;
+            };
+            if request.split(' ').nth(1) != Some(path) {
+                continue;
+            }
+            let sent = after
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse::<u64>().ok());
+            bytes += sent.unwrap_or(0);
+            requests += 1;
+        }
+        (bytes, requests)
+    }
+
+    /// nginx's error log.
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
