@@ -1,0 +1,358 @@
+//! Update delivery for a fleet, under QEMU: `builder publish` (through the
+//! builder's pipeline, as `cargo run -p builder -- publish` runs it)
+//! writes a release directory; Debian's nginx serves it over the IPv6-only
+//! test network; the device installs what `channel.json` names, streamed.
+//!
+//! Checked here:
+//! - the release directory: the files the channel file and Raspberry Pi
+//!   Imager's `os_list.json` name exist with the sizes and digests they
+//!   state (the `.img.xz` decompresses to an image with `extract_sha256`),
+//!   and publishing again from the same inputs gives the same bytes;
+//! - a delta (adaptive) install: the device running v1 streams v2 (one
+//!   overlay file changed) and downloads only a few percent of the slot,
+//!   measured from nginx's access log, next to the same release installed
+//!   from a bundle without the block hash index (a full download).
+
+mod test_image;
+mod test_net;
+
+use builder::config::Project;
+use builder::pipeline::{Options, Pipeline, Product, PublishOptions};
+use qemu_tests::{Backend, MachineConfig, Vm};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use test_net::{Nginx, PORT, TestNet};
+use update_channel::Channel;
+
+const BOOT: Duration = Duration::from_secs(600);
+const COMMAND: Duration = Duration::from_secs(60);
+const INSTALL: Duration = Duration::from_secs(1200);
+const MAC: &str = "52:54:00:12:34:70";
+/// The version v2 is published as.
+const V2: &str = "2.0.0";
+
+/// Publishes qemu-virt with the test layers plus `test-update-v2` (one
+/// overlay file more than the test image) into `out`, as version [`V2`],
+/// served under `base_url`. Returns the release and the built image's
+/// directory (for the bundle without index).
+fn publish_v2(out: &Path, base_url: &str) -> (builder::release::Release, builder::image::Built) {
+    let project = Project::from_workspace();
+    let mut options = Options::for_board(&project, "qemu-virt");
+    options.extra_recipes = ["test-shell", "test-tone", "test-update-v2"]
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    options.device = test_image::test_device();
+    options.keyring = Some(test_image::test_keys().ca_cert);
+    options.version = Some(V2.to_string().try_into().unwrap());
+    options.target_dir = project.root.join("target/builder-tests");
+    options.quiet = true;
+    let images = project.root.join("target/qemu-tests/images/delivery-v2");
+    let pipeline = Pipeline::new(project, &options).expect("loading the board");
+    let outputs = builder::image::OutputOptions {
+        gzip: false,
+        xz_level: 0,
+    };
+    let (rootfs, product) = pipeline
+        .build(&images, &outputs, None)
+        .expect("building v2");
+    let Product::SdImage(built) = product else {
+        panic!("qemu-virt builds an SD image")
+    };
+    let release = pipeline
+        .publish(
+            &built,
+            &rootfs.digest,
+            &test_image::test_signer(),
+            &PublishOptions {
+                out: out.to_path_buf(),
+                base_url: Some(base_url.to_string()),
+                min_version: Some("1.0.0".to_string().try_into().unwrap()),
+            },
+        )
+        .expect("publishing v2");
+    (release, built)
+}
+
+fn sha256_of(path: &Path) -> (u64, String) {
+    let digest = builder::release::file_digest(path).unwrap();
+    (digest.size, digest.sha256)
+}
+
+/// Every file of a release directory, name → bytes' digest (the stamp,
+/// which records inodes and times, left out).
+fn directory_digests(dir: &Path) -> Vec<(String, (u64, String))> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != builder::output_dir::STAMP)
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_str().unwrap().to_string(),
+                sha256_of(&p),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// The release directory keeps its promises: what `channel.json` and
+/// `os_list.json` state is what the files are.
+fn check_release(release: &builder::release::Release, base_url: &str) {
+    let dir = &release.dir;
+    let channel = Channel::parse(&std::fs::read(dir.join(update_channel::FILE_NAME)).unwrap())
+        .expect("the published channel file parses");
+    assert_eq!(channel, release.channel);
+    assert_eq!(channel.version, V2);
+    assert_eq!(channel.compatible, "vinyl-qemu-virt");
+    assert_eq!(channel.min_version.as_deref(), Some("1.0.0"));
+    assert!(
+        !channel.bundle.url.contains('/'),
+        "{:?}",
+        channel.bundle.url
+    );
+    let (size, sha256) = sha256_of(&dir.join(&channel.bundle.url));
+    assert_eq!(
+        (size, sha256.as_str()),
+        (channel.bundle.size, channel.bundle.sha256.as_str())
+    );
+
+    let os_list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(builder::release::OS_LIST)).unwrap())
+            .unwrap();
+    let entry = &os_list["os_list"][0];
+    let local = |key: &str| -> PathBuf {
+        let url = entry[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key}: {entry}"));
+        let name = url
+            .strip_prefix(base_url)
+            .unwrap_or_else(|| panic!("{key} {url} is not under {base_url}"));
+        dir.join(name)
+    };
+    let (xz_size, xz_sha) = sha256_of(&local("url"));
+    assert_eq!(entry["image_download_size"], xz_size);
+    assert_eq!(entry["image_download_sha256"], xz_sha.as_str());
+    assert!(
+        local("icon").exists() && local("bmap_url").exists(),
+        "{entry}"
+    );
+    // What Imager writes: the .img.xz decompressed.
+    let decompressed = std::process::Command::new("bash")
+        .args(["-o", "pipefail", "-c"])
+        .arg(format!(
+            "xz -dc '{}' | tee >(wc -c >&2) | sha256sum",
+            local("url").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(decompressed.status.success(), "xz -dc failed");
+    let extract_sha = String::from_utf8_lossy(&decompressed.stdout);
+    let extract_size = String::from_utf8_lossy(&decompressed.stderr);
+    assert_eq!(
+        extract_sha.split_whitespace().next(),
+        entry["extract_sha256"].as_str(),
+        "{entry}"
+    );
+    assert_eq!(
+        extract_size.trim().parse::<u64>().ok(),
+        entry["extract_size"].as_u64(),
+        "{entry}"
+    );
+    assert_eq!(entry["release_date"], channel.released.as_str());
+    let xz_sums = std::fs::read_to_string(local("url").with_extension("xz.sha256")).unwrap();
+    assert!(xz_sums.starts_with(&xz_sha), "{xz_sums}");
+}
+
+/// `rauc install URL` in the guest; panics with RAUC's journal on failure.
+/// Returns how long it took.
+fn install(vm: &mut Vm, url: &str, nginx: &Nginx) -> Duration {
+    let started = Instant::now();
+    let out = vm
+        .run(&format!("rauc install {url} 2>&1"), INSTALL)
+        .unwrap();
+    if !out.success() {
+        let journal = vm
+            .run(
+                "journalctl -b -u rauc --no-pager -o cat | tail -n 40",
+                COMMAND,
+            )
+            .map(|o| o.output)
+            .unwrap_or_default();
+        panic!(
+            "rauc install {url} failed:\n{}\nRAUC's journal:\n{journal}\nnginx: {}",
+            out.output,
+            nginx.error_log()
+        );
+    }
+    started.elapsed()
+}
+
+#[test]
+fn a_published_release_streams_a_delta_to_the_device() {
+    let name = "delivery";
+    if !test_image::prerequisites_or_skip(name) {
+        return;
+    }
+    let Some(backend) = test_net::ready(name, Some(Backend::Local)) else {
+        return;
+    };
+    let Some(_) = test_support::found(
+        name,
+        Some(Path::new("/usr/sbin/nginx")).filter(|p| p.exists()),
+        || "nginx is not installed (apt-get install nginx)".into(),
+    ) else {
+        return;
+    };
+    let v1 = test_image::qemu_virt();
+    let base_url = format!("http://[{}]:{PORT}/release/", test_net::ROUTER);
+    let work = Project::from_workspace()
+        .root
+        .join("target/qemu-tests/delivery");
+    let www = work.join("www");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&www).unwrap();
+
+    // Publish v2, then again from the same inputs: the same bytes.
+    let started = Instant::now();
+    let (release, built) = publish_v2(&www.join("release"), &base_url);
+    let publish_time = started.elapsed();
+    let (again, _) = publish_v2(&work.join("again"), &base_url);
+    assert_eq!(
+        directory_digests(&release.dir),
+        directory_digests(&again.dir),
+        "publishing twice from the same inputs gave different directories"
+    );
+    eprintln!(
+        "{name}: published {} in {:.0} s: {}",
+        release.channel.version,
+        publish_time.as_secs_f64(),
+        release.files.join(" ")
+    );
+    check_release(&release, &base_url);
+
+    // The same release without the block hash index: what a device
+    // downloads when nothing can be reused.
+    let slot = built.layout.partition(builder::image::layout::Role::RootA);
+    let manifest = &release.bundle.manifest;
+    std::fs::create_dir_all(www.join("full")).unwrap();
+    let full = builder::bundle::write(&builder::bundle::BundleSpec {
+        compatible: manifest.compatible.clone(),
+        version: manifest.version.clone(),
+        build: manifest.build.clone(),
+        description: manifest.description.clone(),
+        root: builder::bundle::Region {
+            path: built.image.clone(),
+            offset: slot.offset,
+            size: slot.size,
+        },
+        epoch: 1_700_000_000,
+        adaptive: false,
+        signer: &test_image::test_signer(),
+        out: www.join("full/v2-full.raucb"),
+    })
+    .unwrap();
+
+    let _turn = test_image::one_machine_at_a_time();
+    let image = test_image::scenario_copy(&v1.image, name);
+    let net = TestNet::start(name);
+    let nginx = Nginx::start(&net, &www);
+    let config = MachineConfig::new(name, &image, &v1.u_boot)
+        .writing_the_image()
+        .with_shell()
+        .with_backend(backend);
+    let mut vm = net.boot(config, MAC);
+    // Installs need the router: wait for the address SLAAC gives.
+    test_net::announced_address(&vm, BOOT);
+    vm.wait_for_shell(BOOT).unwrap();
+
+    // The device's view: the channel file, then the bundle it names.
+    let channel_url = format!("{base_url}{}", update_channel::FILE_NAME);
+    let (ok, text) = net.run("curl", &["-sS", "-g", "--fail", &channel_url]);
+    assert!(ok, "fetching {channel_url}: {text}");
+    let channel = Channel::parse(text.as_bytes()).expect("the served channel file");
+    let bundle_path = format!("/release/{}", channel.bundle.url);
+    let bundle_url = format!("http://[{}]:{PORT}{bundle_path}", test_net::ROUTER);
+
+    let before = nginx.access_log().len();
+    let delta_time = install(&mut vm, &bundle_url, &nginx);
+    let log = nginx.access_log();
+    let (delta_bytes, delta_requests) = Nginx::bytes_sent(&log[before..], &bundle_path);
+    // Where the time went: RAUC hashes slots that have no stored index
+    // (a factory-written slot) before it copies.
+    let journal = vm
+        .run_ok(
+            "journalctl -b -u rauc --no-pager -o short-monotonic \
+             | grep -i -e adaptive -e 'hash index' -e chunk -e 'installing'",
+            COMMAND,
+        )
+        .unwrap_or_default();
+    eprintln!("{name}: RAUC during the delta install:\n{journal}");
+    let installed = vm.run_ok("rauc status --detailed 2>&1", COMMAND).unwrap();
+    assert!(
+        installed.contains(V2),
+        "slot b does not hold {V2}:\n{installed}"
+    );
+
+    let before = log.len();
+    let full_url = format!("http://[{}]:{PORT}/full/v2-full.raucb", test_net::ROUTER);
+    let full_time = install(&mut vm, &full_url, &nginx);
+    let log = nginx.access_log();
+    let (full_bytes, full_requests) = Nginx::bytes_sent(&log[before..], "/full/v2-full.raucb");
+
+    let percent = |part: u64, whole: u64| 100.0 * part as f64 / whole as f64;
+    eprintln!(
+        "{name}: delta install of v2 (one overlay file changed) over v1: {:.2} MB in {delta_requests} requests, \
+         {:.1} s ({:.2} % of the {:.0} MB slot, {:.1} % of the full download)\n\
+         {name}: full install of the same release: {:.2} MB in {full_requests} requests, {:.1} s \
+         (bundle {:.1} MB)",
+        delta_bytes as f64 / 1e6,
+        delta_time.as_secs_f64(),
+        percent(delta_bytes, slot.size),
+        slot.size as f64 / 1e6,
+        percent(delta_bytes, full_bytes),
+        full_bytes as f64 / 1e6,
+        full_time.as_secs_f64(),
+        full.size as f64 / 1e6,
+    );
+    assert!(
+        delta_bytes > 0 && full_bytes > 0,
+        "no bundle bytes in nginx's log"
+    );
+    assert!(
+        percent(delta_bytes, slot.size) <= 5.0,
+        "the delta install downloaded {delta_bytes} bytes, more than 5 % of the {} byte slot; RAUC:\n{journal}",
+        slot.size
+    );
+    assert!(
+        delta_bytes * 4 < full_bytes,
+        "the delta install ({delta_bytes} bytes) saved little against the full one ({full_bytes})"
+    );
+
+    // A bundle cut short on the server (an upload that stopped): refused,
+    // and the boot state stays byte for byte as it was.
+    let bundle_bytes = std::fs::read(release.dir.join(&channel.bundle.url)).unwrap();
+    std::fs::create_dir_all(www.join("faults")).unwrap();
+    std::fs::write(
+        www.join("faults/truncated.raucb"),
+        &bundle_bytes[..bundle_bytes.len() / 2],
+    )
+    .unwrap();
+    let states = "sha256sum /boot/firmware/ab-state-0.env /boot/firmware/ab-state-1.env";
+    let states_before = vm.run_ok(states, COMMAND).unwrap();
+    let url = format!(
+        "http://[{}]:{PORT}/faults/truncated.raucb",
+        test_net::ROUTER
+    );
+    let refused = vm
+        .run(&format!("rauc install {url} 2>&1"), INSTALL)
+        .unwrap();
+    assert!(!refused.success(), "a truncated bundle was installed");
+    eprintln!(
+        "{name}: truncated bundle refused: {}",
+        refused.output.lines().last().unwrap_or_default()
+    );
+    assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before);
+    vm.kill();
+}
