@@ -396,7 +396,7 @@ fn bundle(pipeline: Pipeline, key: &Path, cert: &Path, out: &Path, image_out: &P
             pipeline.board.name
         );
     };
-    let written = pipeline.bundle(&built, &rootfs.digest, &signer, out)?;
+    let written = pipeline.bundle(&built, &rootfs.digest, &signer, out, true)?;
     println!(
         "{}: version {}, build {}",
         written.manifest.compatible, written.manifest.version, written.manifest.build

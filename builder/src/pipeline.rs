@@ -514,12 +514,17 @@ impl Pipeline {
 
     /// Stage 8, on request: a signed RAUC bundle of the image's root slot
     /// (slot A of the `.img` just built, byte for byte) in `out_dir`.
+    ///
+    /// `adaptive` adds RAUC's block hash index (delta downloads); every
+    /// bundle the CLI writes has it. Without, a device reads the whole
+    /// image (and installs without first hashing its slots).
     pub fn bundle(
         &self,
         built: &Built,
         tree_digest: &str,
         signer: &bundle::signing::Signer,
         out_dir: &Path,
+        adaptive: bool,
     ) -> Result<bundle::Bundle> {
         let lock = self.locked()?;
         let slot = built.layout.partition(image::layout::Role::RootA);
@@ -536,7 +541,7 @@ impl Pipeline {
                 size: slot.size,
             },
             epoch: u32::try_from(lock.source_date_epoch).unwrap_or(0),
-            adaptive: true,
+            adaptive,
             signer,
             out: out_dir.join(name),
         })?;
@@ -588,7 +593,9 @@ impl Pipeline {
             min_version: options.min_version.as_ref().map(|v| v.to_string()),
             out: options.out.clone(),
         };
-        crate::release::write(&spec, |dir| self.bundle(built, tree_digest, signer, dir))
+        crate::release::write(&spec, |dir| {
+            self.bundle(built, tree_digest, signer, dir, true)
+        })
     }
 
     fn build_stages(

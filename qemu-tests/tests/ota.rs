@@ -8,6 +8,9 @@
 //! good, and the device runs v2 with everything on /data kept: machine ID,
 //! SSH host key, files, its IPv6 address — and the stream plays.
 //!
+//! The bundles here carry no block hash index (see `test_image::build_full`);
+//! `delivery.rs` installs the adaptive bundles `builder publish` writes.
+//!
 //! On the same machine, before that: bundles signed by another CA, for
 //! another board, with damaged signature bytes or a flipped payload byte are
 //! refused, and the boot state stays as it was; then QEMU is killed three

@@ -53,7 +53,10 @@ pub type Built = (PathBuf, Option<builder::bundle::Bundle>);
 
 /// Builds `board` plus `extra_recipes` into `target/qemu-tests/images/<out>`,
 /// trusting the test CA ([`test_keys`]); with `bundle`, also writes the
-/// signed update bundle of that image into `target/qemu-tests/bundles/<out>`.
+/// signed update bundle of that image into `target/qemu-tests/bundles/<out>`,
+/// without the block hash index: ota.rs tests RAUC and the A/B backend, and
+/// an adaptive install first hashes both 1 GiB slots, minutes under TCG for
+/// each of its installs; delivery.rs tests adaptive bundles.
 pub fn build_full(
     board: &str,
     out: &str,
@@ -82,7 +85,7 @@ pub fn build_full(
         .expect("writing the image");
     let bundle = bundle.map(|signer| {
         pipeline
-            .bundle(&built, &tree.digest(), signer, &bundles)
+            .bundle(&built, &tree.digest(), signer, &bundles, false)
             .expect("writing the bundle")
     });
     (built.image, bundle)
