@@ -550,7 +550,18 @@ impl Nginx {
 }
 
 impl Drop for Nginx {
+    /// SIGTERM, so the master stops its workers (SIGKILL would leave them
+    /// running, orphaned); SIGKILL only if it has not exited in 10 s.
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
