@@ -468,6 +468,18 @@ fn eui64_of_qemus_default_mac() {
     );
 }
 
+/// [`ready`], and Debian's nginx installed: what a test that serves
+/// releases needs (skip or fail as `ready` does).
+pub fn ready_to_serve(name: &str, backend: Option<Backend>) -> Option<Backend> {
+    let backend = ready(name, backend)?;
+    test_support::found(
+        name,
+        Some(std::path::Path::new("/usr/sbin/nginx")).filter(|p| p.exists()),
+        || "nginx is not installed (apt-get install nginx)".into(),
+    )?;
+    Some(backend)
+}
+
 /// The port [`Nginx`] listens on.
 pub const PORT: u16 = 8080;
 
