@@ -144,6 +144,16 @@ fn install_into_slot_a(
         Some(signer),
     );
     std::fs::copy(&bundle.unwrap().path, www.join(file)).unwrap();
+    // After a reboot the shell can answer before SLAAC has given the guest
+    // its address (seen on a slow host): wait for one that is no longer
+    // tentative, or RAUC finds no route to the server.
+    vm.run_ok(
+        "i=0; until ip -color=never -6 -o addr show scope global | grep -v tentative | grep -q inet6; \
+         do i=$((i + 1)); [ $i -ge 150 ] && break; sleep 1; done; \
+         ip -color=never -6 -o addr show scope global | grep -v tentative | grep inet6",
+        Duration::from_secs(200),
+    )
+    .unwrap();
     let url = format!("http://[{}]:{PORT}/{file}", test_net::ROUTER);
     let (ok, output) = rauc_install(vm, &url);
     assert!(ok, "installing {file}: {output}");
