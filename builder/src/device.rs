@@ -173,6 +173,13 @@ pub fn compatible(board: &str) -> String {
     format!("vinyl-{board}")
 }
 
+/// RAUC's data directory on the device (slot status, block hash indexes):
+/// on the data partition, which every update keeps.
+pub const RAUC_DATA_DIR: &str = "/data/rauc";
+
+/// The root slots' names in RAUC's `system.conf`: A, then B.
+pub const ROOT_SLOTS: [&str; 2] = ["rootfs.0", "rootfs.1"];
+
 /// RAUC's configuration for `board`'s images, and the keyring (PEM) it
 /// trusts bundles from; without one, RAUC refuses every bundle.
 pub fn update_files(board: &Board, keyring: Option<&str>) -> Vec<DeviceFile> {
@@ -184,7 +191,7 @@ compatible={compatible}
 bootloader=custom
 # the root is read-only: slot status on /data, bundles mounted under /run
 # (where Debian's rauc.service mounts them too)
-data-directory=/data/rauc
+data-directory={data_dir}
 mountprefix=/run/rauc/mnt
 bundle-formats=verity
 
@@ -195,18 +202,21 @@ bootloader-custom-backend=/usr/bin/vinyl-update-backend
 path=/etc/rauc/keyring.pem
 
 # /dev/vinyl/*: the booted disk's partitions, named by the initramfs
-[slot.rootfs.0]
+[slot.{slot_a}]
 device=/dev/vinyl/root-a
 type=ext4
 bootname=a
 
-[slot.rootfs.1]
+[slot.{slot_b}]
 device=/dev/vinyl/root-b
 type=ext4
 bootname=b
 ",
         board = board.name,
-        compatible = compatible(&board.name)
+        compatible = compatible(&board.name),
+        data_dir = RAUC_DATA_DIR,
+        slot_a = ROOT_SLOTS[0],
+        slot_b = ROOT_SLOTS[1],
     );
     let mut files = vec![file("etc/rauc/system.conf", system_conf, 0o644)];
     if let Some(pem) = keyring {

@@ -18,5 +18,6 @@ pub mod pipeline;
 pub mod progress;
 pub mod release;
 pub mod rootfs;
+pub mod slot_digest;
 pub mod store;
 pub mod values;

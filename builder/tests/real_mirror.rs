@@ -395,7 +395,8 @@ fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
     }
 
     // Every tree entry, read back from root slot A by an independent reader.
-    let file = std::fs::File::open(image).unwrap();
+    let fs_file = |image: &Path| std::fs::File::open(image).unwrap();
+    let file = fs_file(image);
     let offset = built.layout.partition(Role::RootA).offset;
     struct At(std::fs::File, u64);
     impl ext4_view::Ext4Read for At {
@@ -442,6 +443,40 @@ fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
         checked += 1;
     }
     assert_eq!(checked, tree.len());
+
+    // The data partition: RAUC's status of slot A and its block hash index,
+    // both matching slot A byte for byte (an independent hash of each chunk).
+    let slot_a = {
+        let a = built.layout.partition(Role::RootA);
+        let mut bytes = vec![0; a.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&fs_file(image), &mut bytes, a.offset).unwrap();
+        bytes
+    };
+    let data = ext4_view::Ext4::load(Box::new(At(
+        fs_file(image),
+        built.layout.partition(Role::Data).offset,
+    )))
+    .unwrap();
+    let slot_sha = builder::store::sha256_hex(&slot_a);
+    assert_eq!(
+        data.read_to_string("/rauc/central.raucs").unwrap(),
+        format!(
+            "[slot.rootfs.0]\nstatus=ok\nsha256={slot_sha}\nsize={}\n",
+            slot_a.len()
+        )
+    );
+    let index = data
+        .read(format!("/rauc/slot.rootfs.0/hash-{slot_sha}/block-hash-index").as_str())
+        .unwrap();
+    assert_eq!(index.len(), slot_a.len() / 4096 * 32);
+    for (i, (hash, chunk)) in index.chunks(32).zip(slot_a.chunks(4096)).enumerate() {
+        use sha2::Digest as _;
+        assert_eq!(
+            hash,
+            sha2::Sha256::digest(chunk).as_slice(),
+            "index chunk {i}"
+        );
+    }
 
     // The files users get: checksums, bmap, manifest, SBOM, partition table.
     let sha = |name: &str| std::fs::read_to_string(out.join(name)).unwrap();

@@ -1,7 +1,9 @@
 //! What RAUC installed into each slot: its status file
 //! (`/data/rauc/central.raucs`, a key file with one `[slot.rootfs.N]` group
 //! per slot it wrote), read for `vinyl-update status`. A slot RAUC never
-//! wrote (slot a of a freshly flashed card) has no entry.
+//! wrote (slot a of a freshly flashed card) has no entry: the image seeds
+//! slot a's group with its checksum only (for RAUC's block hash index), and
+//! a group without `installed.timestamp` is not an install.
 
 use ab_state::Slot;
 use std::collections::BTreeMap;
@@ -48,6 +50,7 @@ pub fn parse(text: &str) -> BTreeMap<Slot, Installed> {
             _ => {}
         }
     }
+    slots.retain(|_, entry| entry.installed.is_some());
     slots
 }
 
@@ -68,5 +71,11 @@ mod tests {
         assert_eq!(b.status.as_deref(), Some("ok"));
         assert_eq!(b.installed.as_deref(), Some("2026-12-02T17:30:00Z"));
         assert!(parse("").is_empty());
+    }
+
+    #[test]
+    fn the_images_seeded_slot_a_status_is_not_an_install() {
+        let text = "[slot.rootfs.0]\nstatus=ok\nsha256=ab\nsize=4096\n";
+        assert!(parse(text).is_empty());
     }
 }

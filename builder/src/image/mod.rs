@@ -3,6 +3,7 @@
 //! grows at first boot. Then the files users download: compressed image,
 //! checksums, bmap, manifest and SBOM.
 
+pub mod data;
 pub mod edit;
 pub mod ext4;
 pub mod fat;
@@ -196,11 +197,16 @@ pub fn build(spec: &ImageSpec, sources: Sources) -> Result<Built> {
     })
 }
 
+/// Bumped whenever [`write_disk`] writes other bytes for the same inputs
+/// (2: RAUC's slot A status and index seeded on the data partition), so
+/// outputs written by an older builder are not taken as current.
+const DISK_FORMAT: u32 = 2;
+
 /// Everything the outputs depend on, hashed: the same key means the same
 /// bytes, so an existing set of outputs with this key need not be rewritten.
 pub fn build_key(spec: &ImageSpec, lock: &Lock, tree: &Tree) -> String {
     let inputs = format!(
-        "builder {}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\nscript {}\ngzip {}\nxz {}\n",
+        "builder {}\ndisk format {DISK_FORMAT}\nboard {}\nname {}\nlock {}\ntree {}\nimage {:?}\nboot {:?}\nscript {}\ngzip {}\nxz {}\n",
         env!("CARGO_PKG_VERSION"),
         spec.board,
         spec.name,
@@ -303,11 +309,17 @@ pub fn write_disk(spec: &ImageSpec, sources: Sources, dir: &Path) -> Result<Disk
     options_data.grow_to = Some(1 << 40);
     options_data.inodes = ext4_writer::InodeCount::BytesPerInode(16384);
     options_data.assume_zeroed = false;
-    let root_dir = ext4_writer::Entry::dir("", 0o755, ext4_writer::Timestamp::from_secs(epoch));
+    // Slot A as written, digested for RAUC's status and block hash index.
+    let slot_a = {
+        use std::io::{Read as _, Seek as _, SeekFrom};
+        let mut reader = file.try_clone()?;
+        reader.seek(SeekFrom::Start(root.offset))?;
+        crate::slot_digest::digest(reader.take(root.size)).context("reading back root slot A")?
+    };
     ext4_writer::write(
         file,
         data.offset,
-        &[root_dir],
+        &data::entries(&slot_a, epoch),
         &ext4_writer::NoSource,
         &options_data,
     )
