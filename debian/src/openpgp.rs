@@ -254,7 +254,15 @@ impl Signature {
         let Some((scheme, digest)) = digest(self, data) else {
             return false;
         };
-        digest[..2] == self.left16 && key.verify(scheme, &digest, &self.value).is_ok()
+        // An MPI drops leading zero bytes, so one signature in 256 is
+        // shorter than the modulus; PKCS #1 wants it at the key's length.
+        let size = rsa::traits::PublicKeyParts::size(key);
+        if self.value.len() > size {
+            return false;
+        }
+        let mut value = vec![0; size - self.value.len()];
+        value.extend_from_slice(&self.value);
+        digest[..2] == self.left16 && key.verify(scheme, &digest, &value).is_ok()
     }
 }
 
