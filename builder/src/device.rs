@@ -180,9 +180,50 @@ pub const RAUC_DATA_DIR: &str = "/data/rauc";
 /// The root slots' names in RAUC's `system.conf`: A, then B.
 pub const ROOT_SLOTS: [&str; 2] = ["rootfs.0", "rootfs.1"];
 
-/// RAUC's configuration for `board`'s images, and the keyring (PEM) it
-/// trusts bundles from; without one, RAUC refuses every bundle.
-pub fn update_files(board: &Board, keyring: Option<&str>) -> Vec<DeviceFile> {
+/// What an image says about its own release, for the device's updater.
+#[derive(Debug, Clone)]
+pub struct Release {
+    /// The release version (`--image-version`, `[update] version`, or the
+    /// locked archive's date).
+    pub version: String,
+    /// Where the device checks for updates (`--update-url`, `[update] url`).
+    pub channel_url: Option<url::Url>,
+}
+
+/// The device's release identity (read by `vinyl-update`).
+pub const RELEASE_FILE: &str = "usr/lib/vinyl/release";
+/// The updater's settings as built; `/data/vinyl-update/update.conf`
+/// overrides them key by key.
+pub const UPDATE_CONF: &str = "usr/lib/vinyl/update.conf";
+
+/// The board's update channel URL, checked: an absolute http(s) URL with a
+/// host. `from_flag` names `--update-url` rather than the board file in
+/// the error.
+pub fn channel_url(board: &Board, from_flag: bool) -> anyhow::Result<Option<url::Url>> {
+    let Some(text) = &board.update.url else {
+        return Ok(None);
+    };
+    let what = if from_flag {
+        "--update-url".to_string()
+    } else {
+        format!("boards/{}.toml: [update] url", board.name)
+    };
+    let example = "such as http://[2001:db8::1]/vinyl/channel.json";
+    let url = url::Url::parse(text)
+        .map_err(|e| anyhow::anyhow!("{what} {text:?}: {e}; give an absolute URL {example}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        anyhow::bail!("{what} {text:?}: give an http:// or https:// URL with a host, {example}");
+    }
+    if url.fragment().is_some() || url.path().ends_with('/') {
+        anyhow::bail!("{what} {text:?}: name the channel file itself, {example}");
+    }
+    Ok(Some(url))
+}
+
+/// RAUC's configuration for `board`'s images, the keyring (PEM) it trusts
+/// bundles from (without one, RAUC refuses every bundle), the release's
+/// identity and the updater's settings.
+pub fn update_files(board: &Board, keyring: Option<&str>, release: &Release) -> Vec<DeviceFile> {
     let system_conf = format!(
         "# Written by the image builder for board {board}.
 [system]
@@ -222,6 +263,42 @@ bootname=b
     if let Some(pem) = keyring {
         files.push(file("etc/rauc/keyring.pem", pem.to_string(), 0o644));
     }
+    files.push(file(
+        RELEASE_FILE,
+        format!(
+            "# Written by the image builder: this image's release.\nVERSION={}\nCOMPATIBLE={}\n",
+            release.version,
+            compatible(&board.name)
+        ),
+        0o644,
+    ));
+    let url = match &release.channel_url {
+        Some(url) => format!("url = {url}"),
+        None => "# url = https://updates.example.org/vinyl/channel.json".to_string(),
+    };
+    files.push(file(
+        UPDATE_CONF,
+        format!(
+            "# Written by the image builder for board {board}: how the device updates
+# itself (`vinyl-update check`, run by vinyl-update-check.timer). Any key set
+# in /data/vinyl-update/update.conf (same format) wins over this file.
+#
+# url: the release's channel.json (http:// or https://); without one the
+# device never checks (`builder --update-url URL` or [update] url sets it).
+{url}
+# enabled: false switches automatic checks and installs off.
+enabled = true
+# check-every: time between two checks of the channel: 30m, 6h, 1d (1m..30d).
+check-every = 6h
+# reboot: when to start an installed update: \"idle\", as soon as nobody is
+# listening and the turntable is silent; or \"HH:MM\", a time of day (UTC),
+# within the three hours after it. Never while somebody hears a record.
+reboot = idle
+",
+            board = board.name
+        ),
+        0o644,
+    ));
     files
 }
 
@@ -369,7 +446,11 @@ mod tests {
     #[test]
     fn rauc_is_configured_for_the_board_and_its_keyring() {
         let board = board();
-        let files = update_files(&board, Some("PEM"));
+        let release = Release {
+            version: "1.2.3".into(),
+            channel_url: None,
+        };
+        let files = update_files(&board, Some("PEM"), &release);
         let conf = &files
             .iter()
             .find(|f| f.path == "etc/rauc/system.conf")
@@ -395,6 +476,68 @@ mod tests {
             .unwrap();
         assert_eq!(keyring.content, "PEM");
         // Without a keyring RAUC has none to load: it refuses every bundle.
-        assert_eq!(update_files(&board, None).len(), 1);
+        let without = update_files(&board, None, &release);
+        assert!(!without.iter().any(|f| f.path == "etc/rauc/keyring.pem"));
+    }
+
+    #[test]
+    fn the_image_says_its_release_and_where_it_checks_for_updates() {
+        let mut board = board();
+        let url = "http://[2001:db8::1]:8080/vinyl/channel.json";
+        board.update.url = Some(url.into());
+        let release = Release {
+            version: "2026.12.4".into(),
+            channel_url: channel_url(&board, false).unwrap(),
+        };
+        let files = update_files(&board, None, &release);
+        let content = |path: &str| {
+            files
+                .iter()
+                .find(|f| f.path == path)
+                .unwrap()
+                .content
+                .clone()
+        };
+        let identity = content(RELEASE_FILE);
+        assert!(identity.contains("\nVERSION=2026.12.4\n"), "{identity}");
+        assert!(identity.contains(&format!("\nCOMPATIBLE=vinyl-{}\n", board.name)));
+        let conf = content(UPDATE_CONF);
+        assert!(conf.contains(&format!("\nurl = {url}\n")), "{conf}");
+        for line in [
+            "\nenabled = true\n",
+            "\ncheck-every = 6h\n",
+            "\nreboot = idle\n",
+        ] {
+            assert!(conf.contains(line), "no {line:?} in {conf}");
+        }
+        // Without a URL the device never checks; the file says how to set one.
+        board.update.url = None;
+        let release = Release {
+            channel_url: None,
+            ..release
+        };
+        let conf = update_files(&board, None, &release)
+            .into_iter()
+            .find(|f| f.path == UPDATE_CONF)
+            .unwrap()
+            .content;
+        assert!(!conf.lines().any(|l| l.starts_with("url")), "{conf}");
+    }
+
+    #[test]
+    fn a_bad_update_url_names_where_it_came_from() {
+        let mut board = board();
+        for (bad, says) in [
+            ("updates.example.org/channel.json", "absolute URL"),
+            ("ftp://[2001:db8::1]/channel.json", "http:// or https://"),
+            ("http://[2001:db8::1]/vinyl/", "channel file itself"),
+        ] {
+            board.update.url = Some(bad.into());
+            let flag = channel_url(&board, true).unwrap_err().to_string();
+            assert!(flag.starts_with("--update-url"), "{flag}");
+            assert!(flag.contains(says), "{bad}: {flag}");
+            let file = channel_url(&board, false).unwrap_err().to_string();
+            assert!(file.contains("[update] url"), "{file}");
+        }
     }
 }

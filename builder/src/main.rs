@@ -58,6 +58,10 @@ struct Cli {
     /// the board's `[update] version`; default: the locked archive's date).
     #[arg(long, global = true, value_name = "VERSION")]
     image_version: Option<String>,
+    /// The URL of the update channel file (`channel.json`) devices check
+    /// (overrides the board's `[update] url`).
+    #[arg(long, global = true, value_name = "URL")]
+    update_url: Option<String>,
     /// Only print warnings and errors; no progress bars.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -228,6 +232,7 @@ fn run(cli: Cli) -> Result<()> {
         .map(builder::values::Version::try_from)
         .transpose()
         .map_err(|e| anyhow::anyhow!("--image-version: {e}"))?;
+    options.update_url = cli.update_url.clone();
     if let Some(dir) = &cli.cache_dir {
         // Absolute: the cross build runs cargo and C tools in the workspace,
         // where a path relative to here would point elsewhere.

@@ -50,6 +50,8 @@ pub struct Options {
     pub keyring: Option<PathBuf>,
     /// `--image-version`: replaces the board's `[update] version`.
     pub version: Option<crate::values::Version>,
+    /// `--update-url`: replaces the board's `[update] url`.
+    pub update_url: Option<String>,
 }
 
 impl Options {
@@ -68,6 +70,7 @@ impl Options {
             device: Default::default(),
             keyring: None,
             version: None,
+            update_url: None,
         }
     }
 }
@@ -176,6 +179,10 @@ impl Pipeline {
         if let Some(version) = &options.version {
             board.update.version = Some(version.clone());
         }
+        if let Some(url) = &options.update_url {
+            board.update.url = Some(url.clone());
+        }
+        crate::device::channel_url(&board, options.update_url.is_some())?;
         let recipes = project.recipes(&board)?;
         let plan = Plan::new(&board, &recipes);
         if board.device.wifi.is_some() && !plan.packages.contains_key("wpasupplicant") {
@@ -490,7 +497,15 @@ impl Pipeline {
                     None
                 }
             };
-            files.extend(crate::device::update_files(&self.board, keyring.as_deref()));
+            let release = crate::device::Release {
+                version: self.version(&self.locked()?),
+                channel_url: crate::device::channel_url(&self.board, false)?,
+            };
+            files.extend(crate::device::update_files(
+                &self.board,
+                keyring.as_deref(),
+                &release,
+            ));
         }
         Ok(files)
     }
