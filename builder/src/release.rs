@@ -183,6 +183,7 @@ pub fn write(
             url: bundle_name,
             size: bundle_digest.size,
             sha256: bundle_digest.sha256,
+            manifest_sha256: crate::store::sha256_hex(bundle.manifest.to_text().as_bytes()),
         },
     };
     files.push(text(&dir, update_channel::FILE_NAME, &channel.to_json())?);

@@ -11,14 +11,19 @@
 //!   "build": "lock sha256:… tree sha256:…",
 //!   "released": "2026-12-04",
 //!   "min-version": "2026.06.01",
-//!   "bundle": { "url": "vinyl-rpi4-2026.12.04.raucb", "size": 87000000, "sha256": "…" }
+//!   "bundle": { "url": "vinyl-rpi4-2026.12.04.raucb", "size": 87000000, "sha256": "…",
+//!               "manifest-sha256": "…" }
 //! }
 //! ```
 //!
 //! The bundle's URL is relative to the channel file, so a release
 //! directory works wherever it is hosted. The file is not signed: the
-//! bundle is, and RAUC checks that signature before it installs; the
-//! digest here lets a device refuse a swapped or truncated bundle early.
+//! bundle is, and RAUC checks that signature before it installs. A device
+//! streaming the bundle never reads all of it, so it cannot check `sha256`
+//! (that is for downloads: people, mirrors); it checks `size` against the
+//! server's and `manifest-sha256`, the SHA-256 of the signed manifest that
+//! `rauc info` reports as the bundle's hash: the manifest holds the payload's
+//! dm-verity root hash, so it names every byte RAUC will read.
 //! Devices ignore fields they do not know; a change old devices would
 //! misread raises `format`.
 
@@ -58,6 +63,7 @@ pub struct Channel {
 
 /// Where the bundle is and what it must be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub struct BundleRef {
     /// Relative to the channel file's URL (or absolute).
     pub url: String,
@@ -65,6 +71,8 @@ pub struct BundleRef {
     pub size: u64,
     /// SHA-256 of the whole file, lowercase hex.
     pub sha256: String,
+    /// SHA-256 of the signed manifest (RAUC's bundle hash), lowercase hex.
+    pub manifest_sha256: String,
 }
 
 /// Why a channel file was refused.
@@ -98,15 +106,19 @@ impl Channel {
         }
         let channel: Channel =
             serde_json::from_value(value).map_err(|e| ChannelError(format!("{e}")))?;
-        let digest = &channel.bundle.sha256;
-        if digest.len() != 64
-            || !digest
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
-            return Err(ChannelError(format!(
-                "bundle.sha256 {digest:?} is not 64 lowercase hex digits"
-            )));
+        for (key, digest) in [
+            ("bundle.sha256", &channel.bundle.sha256),
+            ("bundle.manifest-sha256", &channel.bundle.manifest_sha256),
+        ] {
+            if digest.len() != 64
+                || !digest
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return Err(ChannelError(format!(
+                    "{key} {digest:?} is not 64 lowercase hex digits"
+                )));
+            }
         }
         for (key, value) in [
             ("compatible", &channel.compatible),
@@ -142,6 +154,7 @@ mod tests {
                 url: "vinyl-rpi4-2026.12.04.raucb".into(),
                 size: 87_000_000,
                 sha256: "ab".repeat(32),
+                manifest_sha256: "cd".repeat(32),
             },
         }
     }
@@ -183,6 +196,14 @@ mod tests {
                 "64 lowercase hex",
             ),
             (good.replace(&"ab".repeat(32), "abc"), "64 lowercase hex"),
+            (
+                good.replace(&"cd".repeat(32), "cd"),
+                "bundle.manifest-sha256 \"cd\" is not 64",
+            ),
+            (
+                good.replace("\"manifest-sha256\"", "\"manifest\""),
+                "missing field `manifest-sha256`",
+            ),
             (good.replace("\"2026.12.04\"", "\"\""), "version is empty"),
             (
                 good.replace("\"size\": 87000000", "\"size\": -1"),

@@ -102,6 +102,9 @@ pub struct Cli {
     /// [http.burst_ms] Recent audio sent to a new listener at once, milliseconds (0 to 10000, default 1000): players start sooner, and that listener hears everything this much later.
     #[arg(long)]
     pub burst_ms: Option<u64>,
+    /// [http.update_state] The device's self-updater record (vinyl-update writes it), shown in /status and on the page ("" for none).
+    #[arg(long, value_name = "FILE")]
+    pub update_state: Option<std::path::PathBuf>,
 
     /// [silence.threshold_db] RMS level (dBFS) below which input counts as silence.
     #[arg(long, allow_negative_numbers = true)]
@@ -176,6 +179,7 @@ impl Cli {
         put(&mut t, "http.client_queue_ms", &self.client_queue_ms);
         put(&mut t, "http.send_buffer_kib", &self.send_buffer_kib);
         put(&mut t, "http.burst_ms", &self.burst_ms);
+        put(&mut t, "http.update_state", &self.update_state);
         put(&mut t, "silence.threshold_db", &self.silence_threshold_db);
         put(&mut t, "silence.hold_s", &self.silence_hold_s);
         put(&mut t, "silence.on_silence", &self.on_silence);

@@ -147,6 +147,10 @@ pub struct HttpConfig {
     /// Recent audio a new listener gets at once, in milliseconds, so players
     /// start quickly; it adds as much delay for that listener (0 = none).
     pub burst_ms: u64,
+    /// The device's self-updater record (`vinyl-update check` writes it),
+    /// shown as `update` in `/status` and on the page; "" for none. The
+    /// running release (`/usr/lib/vinyl/release`) is shown with it.
+    pub update_state: std::path::PathBuf,
 }
 
 impl Default for HttpConfig {
@@ -160,6 +164,7 @@ impl Default for HttpConfig {
             client_queue_ms: 4000,
             send_buffer_kib: 64,
             burst_ms: DEFAULT_BURST_MS,
+            update_state: "/data/vinyl-update/state.json".into(),
         }
     }
 }

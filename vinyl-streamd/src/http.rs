@@ -56,6 +56,8 @@ pub struct App {
     pub send_buffer: usize,
     /// Addresses the server listens on.
     pub listen: Vec<SocketAddr>,
+    /// The self-updater's record, if the device has one.
+    pub update_state: Option<std::path::PathBuf>,
     /// Stream slots taken (at most `max_connections`).
     streams: AtomicUsize,
     /// Other slots taken (at most [`OTHER_SLOTS`]).
@@ -84,6 +86,7 @@ impl App {
             stall_limit: Duration::from_millis(config.client_queue_ms),
             send_buffer: config.send_buffer_kib * 1024,
             listen,
+            update_state: Some(config.update_state.clone()).filter(|p| !p.as_os_str().is_empty()),
             streams: AtomicUsize::new(0),
             others: AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
@@ -549,8 +552,23 @@ pub fn snapshot(app: &App) -> Snapshot {
             urls: stream_urls(&app.listen, path),
         })
         .collect();
+    snap.update = app.update_state.as_deref().and_then(update_status);
     snap
 }
+
+/// The running release's version and the self-updater's last record, for
+/// `/status`; `None` when the updater has never written one.
+fn update_status(record: &std::path::Path) -> Option<serde_json::Value> {
+    let mut value: serde_json::Value = serde_json::from_slice(&std::fs::read(record).ok()?).ok()?;
+    let release = std::fs::read_to_string(RELEASE_FILE).unwrap_or_default();
+    if let Some(version) = release.lines().find_map(|l| l.strip_prefix("VERSION=")) {
+        value["version"] = version.trim().into();
+    }
+    Some(value)
+}
+
+/// The image's release file (the image builder writes it).
+const RELEASE_FILE: &str = "/usr/lib/vinyl/release";
 
 /// URLs of `path` on this host: the listen addresses, with wildcard
 /// addresses expanded to the interfaces' (link-local ones left out: they

@@ -85,6 +85,9 @@ pub struct Snapshot {
     pub streams: Vec<StreamInfo>,
     /// Whether the Icecast push is connected (false when disabled).
     pub icecast_connected: bool,
+    /// The device's self-updater: running version, last check, its result
+    /// (null without one).
+    pub update: Option<serde_json::Value>,
 }
 
 /// One stream the daemon serves, as listed by `/status`.
@@ -186,6 +189,7 @@ impl Status {
             addresses: Vec::new(),
             streams: Vec::new(),
             icecast_connected: i.icecast_connected,
+            update: None,
         }
     }
 

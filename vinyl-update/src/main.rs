@@ -1,13 +1,19 @@
-//! `vinyl-update`: the device side of the A/B boot state — RAUC's `custom`
-//! bootloader backend (`vinyl-update backend …`, or the binary invoked as
-//! `vinyl-update-backend …`) and `vinyl-update status`.
+//! `vinyl-update`: the device side of updates — RAUC's `custom` bootloader
+//! backend for the A/B boot state (`vinyl-update backend …`, or the binary
+//! invoked as `vinyl-update-backend …`), the self-updater
+//! (`vinyl-update check`, run by `vinyl-update-check.timer`) and
+//! `vinyl-update status`.
 
 mod backend;
 mod booted;
+mod check;
+mod config;
 mod installed;
 mod paths;
+mod policy;
 mod state_dir;
 mod status;
+mod update_state;
 
 use ab_state::Slot;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -38,7 +44,19 @@ enum Top {
         #[command(subcommand)]
         command: BackendCommand,
     },
-    /// What booted, the active and trial slots, and each slot's state.
+    /// Check the update channel and install a newer release (the timer runs
+    /// `check --timer` every few minutes; by hand it checks now).
+    Check {
+        /// As the timer: do nothing when switched off or not due yet.
+        #[arg(long)]
+        timer: bool,
+        /// Install an older release too, or one whose min-version this
+        /// device is below.
+        #[arg(long)]
+        force: bool,
+    },
+    /// What booted, the active and trial slots, each slot's state, and the
+    /// self-updater's last check.
     Status {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -121,6 +139,9 @@ fn main() -> ExitCode {
     let paths = paths::Paths::from_env();
     let result = match command {
         Top::Backend { command } => backend::run(command.into(), &paths),
+        Top::Check { timer, force } => {
+            check::run(&paths, check::Options { timer, force }).map(Some)
+        }
         Top::Status { json } => status_output(&paths, json).map(Some),
     };
     match result {
@@ -153,6 +174,12 @@ fn status_output(paths: &paths::Paths, json: bool) -> anyhow::Result<String> {
         installed: std::fs::read_to_string(&paths.rauc_status)
             .map(|text| installed::parse(&text))
             .unwrap_or_default(),
+        updates: status::Updates {
+            running: check::running(paths).map_err(|e| format!("{e:#}")),
+            config: check::config(paths).map_err(|e| format!("{e:#}")),
+            last_check: update_state::read(&paths.update_state),
+            pending: check::pending(paths),
+        },
     };
     Ok(if json {
         format!("{:#}", status::json(&report))

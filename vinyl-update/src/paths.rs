@@ -12,6 +12,17 @@ pub const BOOT_ENV: &str = "/run/vinyl/boot.env";
 /// `VINYL_RAUC_STATUS` says otherwise.
 pub const RAUC_STATUS: &str = "/data/rauc/central.raucs";
 
+/// The image's release (`VERSION=`, `COMPATIBLE=`), `VINYL_RELEASE`.
+pub const RELEASE: &str = "/usr/lib/vinyl/release";
+/// The updater's settings as built, `VINYL_UPDATE_CONF`.
+pub const UPDATE_CONF: &str = "/usr/lib/vinyl/update.conf";
+/// The device's own settings, winning key by key, `VINYL_UPDATE_OVERRIDE`.
+pub const UPDATE_OVERRIDE: &str = "/data/vinyl-update/update.conf";
+/// The last check's record, `VINYL_UPDATE_STATE`.
+pub const UPDATE_STATE: &str = "/data/vinyl-update/state.json";
+/// vinyl-streamd's status (listeners, playing), `VINYL_STREAMD_STATUS`.
+pub const STREAMD_STATUS: &str = "http://[::1]:8000/status";
+
 /// The files the commands read and write.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -21,6 +32,12 @@ pub struct Paths {
     pub boot_env: PathBuf,
     /// RAUC's record of what it installed into each slot.
     pub rauc_status: PathBuf,
+    pub release: PathBuf,
+    pub update_conf: PathBuf,
+    pub update_override: PathBuf,
+    pub update_state: PathBuf,
+    /// A URL.
+    pub streamd_status: String,
 }
 
 impl Paths {
@@ -35,6 +52,13 @@ impl Paths {
             boot_dir: var("VINYL_BOOT_DIR", BOOT_DIR),
             boot_env: var("VINYL_BOOT_ENV", BOOT_ENV),
             rauc_status: var("VINYL_RAUC_STATUS", RAUC_STATUS),
+            release: var("VINYL_RELEASE", RELEASE),
+            update_conf: var("VINYL_UPDATE_CONF", UPDATE_CONF),
+            update_override: var("VINYL_UPDATE_OVERRIDE", UPDATE_OVERRIDE),
+            update_state: var("VINYL_UPDATE_STATE", UPDATE_STATE),
+            streamd_status: var("VINYL_STREAMD_STATUS", STREAMD_STATUS)
+                .to_string_lossy()
+                .into_owned(),
         }
     }
 }

@@ -20,6 +20,102 @@ pub struct Report {
     pub boot_dir: PathBuf,
     /// What RAUC installed into each slot (none: as flashed).
     pub installed: std::collections::BTreeMap<Slot, Installed>,
+    pub updates: Updates,
+}
+
+/// The self-updater's side.
+#[derive(Debug)]
+pub struct Updates {
+    /// The running image's release, or why it is not known.
+    pub running: Result<crate::policy::Running, String>,
+    /// The settings in force, or what is wrong with them.
+    pub config: Result<crate::config::Config, String>,
+    /// The last check's record (`update_state`), if any.
+    pub last_check: Option<Value>,
+    /// An installed update waiting for a reboot: its slot and version.
+    pub pending: Option<(Slot, Option<String>)>,
+}
+
+impl Updates {
+    fn lines(&self) -> Vec<(&'static str, String)> {
+        let mut lines = vec![(
+            "version",
+            match &self.running {
+                Ok(r) => format!("{} ({})", r.version, r.compatible),
+                Err(e) => format!("unknown ({e})"),
+            },
+        )];
+        lines.push((
+            "updates",
+            match &self.config {
+                Ok(c) => match (&c.url, c.enabled) {
+                    (None, _) => "never checked: no channel URL".into(),
+                    (Some(url), true) => format!(
+                        "from {url}, every {}, reboot {}",
+                        duration(c.check_every),
+                        reboot(c.reboot)
+                    ),
+                    (Some(url), false) => format!("switched off (channel {url})"),
+                },
+                Err(e) => format!("settings broken: {e}"),
+            },
+        ));
+        lines.push((
+            "last check",
+            match &self.last_check {
+                None => "never".into(),
+                Some(v) => format!(
+                    "{} {}: {}",
+                    v["last-check"].as_str().unwrap_or("?"),
+                    v["result"].as_str().unwrap_or("?"),
+                    v["message"].as_str().unwrap_or("")
+                ),
+            },
+        ));
+        lines.push((
+            "pending",
+            match &self.pending {
+                None => "no reboot pending".into(),
+                Some((slot, version)) => format!(
+                    "reboot into slot {slot} ({})",
+                    version.as_deref().unwrap_or("version unknown")
+                ),
+            },
+        ));
+        lines
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "version": self.running.as_ref().ok().map(|r| r.version.clone()),
+            "compatible": self.running.as_ref().ok().map(|r| r.compatible.clone()),
+            "url": self.config.as_ref().ok().and_then(|c| c.url.as_ref().map(|u| u.to_string())),
+            "enabled": self.config.as_ref().ok().map(|c| c.enabled),
+            "settings_error": self.config.as_ref().err(),
+            "last_check": self.last_check,
+            "pending_reboot": self.pending.as_ref().map(|(slot, version)| json!({"slot": slot.name(), "version": version})),
+        })
+    }
+}
+
+fn duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s => format!("{}m", s / 60),
+    }
+}
+
+fn reboot(policy: crate::config::Reboot) -> String {
+    match policy {
+        crate::config::Reboot::Idle => "when idle".into(),
+        crate::config::Reboot::At(m) => format!(
+            "at {:02}:{:02} UTC, unless somebody hears a record",
+            m / 60,
+            m % 60
+        ),
+    }
 }
 
 /// A slot's release, for people.
@@ -99,6 +195,9 @@ pub fn text(report: &Report) -> String {
             ),
         );
     }
+    for (label, value) in report.updates.lines() {
+        line(label, value);
+    }
     out
 }
 
@@ -136,6 +235,7 @@ pub fn json(report: &Report) -> Value {
     if let Err(e) = &report.booted {
         value["booted_error"] = json!(e);
     }
+    value["update"] = report.updates.json();
     value
 }
 

@@ -217,3 +217,31 @@ fn qr_code_of_known_stream_urls_only() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The device's self-updater record shows in `/status` (and so on the
+/// page) as `update`, re-read on each request; without one it is null.
+#[test]
+fn status_carries_the_self_updaters_last_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let wav = dir.path().join("spike.wav");
+    tone_with_one_spike(&wav);
+    let record = dir.path().join("state.json");
+    let d = Daemon::start(&[
+        "--source",
+        "file",
+        "--path",
+        wav.to_str().unwrap(),
+        "--update-state",
+        record.to_str().unwrap(),
+    ]);
+    assert_eq!(d.status()["update"], Value::Null, "no record yet");
+    std::fs::write(
+        &record,
+        r#"{"last-check": "2026-12-04T19:40:00Z", "result": "refused", "message": "for vinyl-rpi3", "offered": "2.0.0"}"#,
+    )
+    .unwrap();
+    let update = d.status()["update"].clone();
+    assert_eq!(update["result"], "refused", "{update}");
+    assert_eq!(update["offered"], "2.0.0");
+    assert_eq!(update["last-check"], "2026-12-04T19:40:00Z");
+}

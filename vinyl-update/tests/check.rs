@@ -1,0 +1,278 @@
+//! `vinyl-update check` against channel files served by a loopback HTTP
+//! server the test starts: every way an offer is turned down before RAUC
+//! is asked, with the record it leaves on /data and its exit status. (The
+//! install itself, RAUC's streaming and the reboot policy on a device run
+//! under QEMU: qemu-tests/tests/delivery.rs.)
+
+use ab_state::{STATE_FILES, State};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const BIN: &str = env!("CARGO_BIN_EXE_vinyl-update");
+
+type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
+
+/// Serves `files` (GET and HEAD) on a loopback port; returns the base URL.
+fn serve(files: Files) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request = String::new();
+            if reader.read_line(&mut request).is_err() {
+                continue;
+            }
+            loop {
+                let mut header = String::new();
+                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                    break;
+                }
+            }
+            let mut words = request.split_whitespace();
+            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+            let body = files.lock().unwrap().get(path).cloned();
+            let response = match body {
+                Some(body) => {
+                    let mut r = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    )
+                    .into_bytes();
+                    if method == "GET" {
+                        r.extend_from_slice(&body);
+                    }
+                    r
+                }
+                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_vec(),
+            };
+            let _ = stream.write_all(&response);
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A device in a temporary directory: running `version` of vinyl-rpi4 on
+/// slot a, its settings pointing at `url`.
+struct Device {
+    dir: tempfile::TempDir,
+}
+
+impl Device {
+    fn new(version: &str, settings: &str) -> Device {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::create_dir(p.join("boot")).unwrap();
+        for (copy, file) in STATE_FILES.iter().enumerate() {
+            std::fs::write(
+                p.join("boot").join(file),
+                State::initial(copy as u32).to_bytes(),
+            )
+            .unwrap();
+        }
+        std::fs::write(p.join("boot.env"), "SLOT=a\nTRIAL=0\nROOT=x\n").unwrap();
+        std::fs::write(
+            p.join("release"),
+            format!("VERSION={version}\nCOMPATIBLE=vinyl-rpi4\n"),
+        )
+        .unwrap();
+        std::fs::write(p.join("update.conf"), settings).unwrap();
+        Device { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        let p = self.dir.path();
+        Command::new(BIN)
+            .args(args)
+            .env("VINYL_BOOT_DIR", p.join("boot"))
+            .env("VINYL_BOOT_ENV", p.join("boot.env"))
+            .env("VINYL_RAUC_STATUS", p.join("central.raucs"))
+            .env("VINYL_RELEASE", p.join("release"))
+            .env("VINYL_UPDATE_CONF", p.join("update.conf"))
+            .env("VINYL_UPDATE_OVERRIDE", p.join("data/update.conf"))
+            .env("VINYL_UPDATE_STATE", p.join("data/state.json"))
+            .env("VINYL_STREAMD_STATUS", "http://127.0.0.1:9/status")
+            .output()
+            .unwrap()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.path("data/state.json")).unwrap()).unwrap()
+    }
+}
+
+fn channel(version: &str, compatible: &str, min: Option<&str>, size: usize) -> String {
+    let min = min.map_or(String::new(), |m| format!("\"min-version\": \"{m}\","));
+    format!(
+        r#"{{"format": 1, "compatible": "{compatible}", "version": "{version}", "build": "b",
+            "released": "2026-12-04", {min}
+            "bundle": {{"url": "v.raucb", "size": {size}, "sha256": "{}", "manifest-sha256": "{}"}}}}"#,
+        "ab".repeat(32),
+        "cd".repeat(32)
+    )
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn offers_that_must_not_be_installed_are_turned_down_and_recorded() {
+    let files: Files = Default::default();
+    let base = serve(files.clone());
+    let bundle = vec![7u8; 1000];
+    files
+        .lock()
+        .unwrap()
+        .insert("/r/v.raucb".into(), bundle.clone());
+    let device = Device::new("1.4.0", &format!("url = {base}/r/channel.json\n"));
+    let offer = |text: String| {
+        files
+            .lock()
+            .unwrap()
+            .insert("/r/channel.json".into(), text.into_bytes());
+    };
+
+    // (channel file, exit success, recorded result, words in the message)
+    let cases: Vec<(String, bool, &str, &str)> = vec![
+        (
+            channel("1.4.0", "vinyl-rpi4", None, 1000),
+            true,
+            "up-to-date",
+            "running 1.4.0",
+        ),
+        (
+            channel("1.3.0", "vinyl-rpi4", None, 1000),
+            true,
+            "up-to-date",
+            "older 1.3.0",
+        ),
+        (
+            "{\"format\": 1, \"version\":".into(),
+            false,
+            "refused",
+            "channel file: not JSON",
+        ),
+        (
+            channel("2.0.0", "vinyl-rpi3", None, 1000),
+            false,
+            "refused",
+            "for vinyl-rpi3; this device is vinyl-rpi4",
+        ),
+        (
+            channel("2.0.0", "vinyl-rpi4", Some("1.5.0"), 1000),
+            false,
+            "refused",
+            "updates only from 1.5.0",
+        ),
+        (
+            channel("2.0.0", "vinyl-rpi4", None, 999),
+            false,
+            "refused",
+            "is 1000 bytes on the server; the channel file says 999",
+        ),
+    ];
+    for (text, ok, result, says) in cases {
+        offer(text.clone());
+        let out = device.run(&["check"]);
+        assert_eq!(out.status.success(), ok, "{text}: {}", stderr(&out));
+        let state = device.state();
+        assert_eq!(state["result"], result, "{text}: {state}");
+        let message = state["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says:?} not in {message:?}");
+        assert!(
+            stderr(&out).contains(says),
+            "the journal lacks {says:?}: {}",
+            stderr(&out)
+        );
+    }
+
+    // A channel file that is not there: a failed check, not a refusal.
+    files.lock().unwrap().remove("/r/channel.json");
+    let out = device.run(&["check"]);
+    assert!(!out.status.success());
+    assert_eq!(device.state()["result"], "failed");
+
+    // The status command shows it.
+    let status = String::from_utf8(device.run(&["status"]).stdout).unwrap();
+    assert!(status.contains("version:   1.4.0 (vinyl-rpi4)"), "{status}");
+    assert!(
+        status.contains("failed: fetching the channel file"),
+        "{status}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&device.run(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["update"]["last_check"]["result"], "failed", "{json}");
+    assert_eq!(json["update"]["pending_reboot"], serde_json::Value::Null);
+}
+
+#[test]
+fn the_timer_honours_the_switch_and_the_interval() {
+    let files: Files = Default::default();
+    let base = serve(files.clone());
+    files.lock().unwrap().insert(
+        "/channel.json".into(),
+        channel("1.4.0", "vinyl-rpi4", None, 1).into_bytes(),
+    );
+    let device = Device::new(
+        "1.4.0",
+        &format!("url = {base}/channel.json\ncheck-every = 1h\n"),
+    );
+    // Switched off on /data: the timer's tick records it once and stops.
+    std::fs::create_dir_all(device.path("data")).unwrap();
+    std::fs::write(device.path("data/update.conf"), "enabled = false\n").unwrap();
+    let out = device.run(&["check", "--timer"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(device.state()["result"], "off");
+    // By hand it still checks.
+    assert!(device.run(&["check"]).status.success());
+    assert_eq!(device.state()["result"], "up-to-date");
+    // Switched on: checked a moment ago, so the next tick waits an hour.
+    std::fs::remove_file(device.path("data/update.conf")).unwrap();
+    let before = std::fs::read(device.path("data/state.json")).unwrap();
+    let out = device.run(&["check", "--timer"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "not due yet");
+    assert_eq!(
+        std::fs::read(device.path("data/state.json")).unwrap(),
+        before
+    );
+
+    // A broken override names its file, line and key.
+    std::fs::write(device.path("data/update.conf"), "# mine\nreboot = soon\n").unwrap();
+    let out = device.run(&["check", "--timer"]);
+    assert!(!out.status.success());
+    let error = stderr(&out);
+    let file = device.path("data/update.conf");
+    assert!(
+        error.contains(&format!(
+            "{} line 2: reboot \"soon\": give idle",
+            file.display()
+        )),
+        "{error}"
+    );
+    assert_eq!(device.state()["result"], "failed");
+}
+
+#[test]
+fn without_a_url_the_device_never_checks() {
+    let device = Device::new(
+        "1.4.0",
+        "# url = https://updates.example.org/vinyl/channel.json\n",
+    );
+    let out = device.run(&["check", "--timer"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let state = device.state();
+    assert_eq!(state["result"], "not-configured");
+    assert!(state["message"].as_str().unwrap().contains("--update-url"));
+}
