@@ -165,30 +165,6 @@ fn check_release(release: &builder::release::Release, base_url: &str) {
     assert!(xz_sums.starts_with(&xz_sha), "{xz_sums}");
 }
 
-/// `rauc install URL` in the guest; panics with RAUC's journal on failure.
-/// Returns how long it took.
-fn install(vm: &mut Vm, url: &str, nginx: &Nginx) -> Duration {
-    let started = Instant::now();
-    let out = vm
-        .run(&format!("rauc install {url} 2>&1"), INSTALL)
-        .unwrap();
-    if !out.success() {
-        let journal = vm
-            .run(
-                "journalctl -b -u rauc --no-pager -o cat | tail -n 40",
-                COMMAND,
-            )
-            .map(|o| o.output)
-            .unwrap_or_default();
-        panic!(
-            "rauc install {url} failed:\n{}\nRAUC's journal:\n{journal}\nnginx: {}",
-            out.output,
-            nginx.error_log()
-        );
-    }
-    started.elapsed()
-}
-
 #[test]
 fn a_published_release_streams_a_delta_to_the_device() {
     let name = "delivery";
@@ -225,26 +201,57 @@ fn a_published_release_streams_a_delta_to_the_device() {
     );
     check_release(&release, &base_url);
 
-    // The same release without the block hash index: what a device
-    // downloads when nothing can be reused.
-    let slot = built.layout.partition(builder::image::layout::Role::RootA);
-    let manifest = &release.bundle.manifest;
-    std::fs::create_dir_all(www.join("full")).unwrap();
-    let full = builder::bundle::write(&builder::bundle::BundleSpec {
-        compatible: manifest.compatible.clone(),
-        version: manifest.version.clone(),
-        build: manifest.build.clone(),
-        description: manifest.description.clone(),
-        root: builder::bundle::Region {
-            path: built.image.clone(),
-            offset: slot.offset,
-            size: slot.size,
-        },
-        epoch: 1_700_000_000,
-        adaptive: false,
-        signer: &test_image::test_signer(),
-        out: www.join("full/v2-full.raucb"),
-    })
+    // Channel files that must be turned down, each next to the release.
+    let faults = www.join("faults");
+    let bundle_name = &release.channel.bundle.url;
+    let mut other_board = release.channel.clone();
+    other_board.compatible = "vinyl-rpi4".into();
+    let mut wrong_digest = release.channel.clone();
+    wrong_digest.bundle.manifest_sha256 = "0".repeat(64);
+    let mut truncated = release.channel.clone();
+    truncated.bundle.url = "truncated.raucb".into();
+    let mut too_new_for_us = release.channel.clone();
+    too_new_for_us.min_version = Some("1.5.0".into());
+    let full_text = release.channel.to_json();
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "broken",
+            full_text[..full_text.len() / 2].to_string(),
+            "channel file: not JSON",
+        ),
+        (
+            "other-board",
+            other_board.to_json(),
+            "a release for vinyl-rpi4; this device is vinyl-qemu-virt",
+        ),
+        (
+            "wrong-digest",
+            wrong_digest.to_json(),
+            "its signed manifest hash is",
+        ),
+        (
+            "truncated",
+            truncated.to_json(),
+            "a truncated or swapped bundle",
+        ),
+        (
+            "min-version",
+            too_new_for_us.to_json(),
+            "updates only from 1.5.0",
+        ),
+    ];
+    let bundle_bytes = std::fs::read(release.dir.join(bundle_name)).unwrap();
+    for (case, text, _) in &cases {
+        let dir = faults.join(case);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(update_channel::FILE_NAME), text).unwrap();
+        // The bundle beside each channel file (relative URLs).
+        std::fs::hard_link(release.dir.join(bundle_name), dir.join(bundle_name)).unwrap();
+    }
+    std::fs::write(
+        faults.join("truncated/truncated.raucb"),
+        &bundle_bytes[..bundle_bytes.len() / 2],
+    )
     .unwrap();
 
     let _turn = test_image::one_machine_at_a_time();
@@ -257,23 +264,94 @@ fn a_published_release_streams_a_delta_to_the_device() {
         .with_backend(backend);
     let mut vm = net.boot(config, MAC);
     // Installs need the router: wait for the address SLAAC gives.
-    test_net::announced_address(&vm, BOOT);
+    let address = test_net::announced_address(&vm, BOOT);
     vm.wait_for_shell(BOOT).unwrap();
+    let router = format!("http://[{}]:{PORT}", test_net::ROUTER);
 
-    // The device's view: the channel file, then the bundle it names.
-    let channel_url = format!("{base_url}{}", update_channel::FILE_NAME);
-    let (ok, text) = net.run("curl", &["-sS", "-g", "--fail", &channel_url]);
-    assert!(ok, "fetching {channel_url}: {text}");
-    let channel = Channel::parse(text.as_bytes()).expect("the served channel file");
-    let bundle_path = format!("/release/{}", channel.bundle.url);
-    let bundle_url = format!("http://[{}]:{PORT}{bundle_path}", test_net::ROUTER);
+    // The self-updater is on: its timer ticks, and the image says v1.
+    let timer = vm
+        .run_ok("systemctl is-enabled vinyl-update-check.timer && systemctl is-active vinyl-update-check.timer", COMMAND)
+        .unwrap();
+    assert_eq!(
+        timer.split_whitespace().collect::<Vec<_>>(),
+        ["enabled", "active"]
+    );
+    let status = vm.run_ok("vinyl-update status", COMMAND).unwrap();
+    assert!(
+        status.contains("version:   1.0.0 (vinyl-qemu-virt)"),
+        "{status}"
+    );
 
+    // Each bad offer: refused, said in the journal and the record, the
+    // boot state byte for byte as it was, nothing installed.
+    let states = "sha256sum /boot/firmware/ab-state-0.env /boot/firmware/ab-state-1.env";
+    let states_before = vm.run_ok(states, COMMAND).unwrap();
+    for (case, _, says) in &cases {
+        let url = format!("{router}/faults/{case}/{}", update_channel::FILE_NAME);
+        let (ok, output) = check(&mut vm, &url);
+        assert!(!ok, "{case}: the check succeeded:\n{output}");
+        let record = record(&mut vm);
+        assert_eq!(record["result"], "refused", "{case}: {record}");
+        assert!(
+            record["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(says),
+            "{case}: {says:?} not in {record}"
+        );
+        assert!(
+            output.contains(says),
+            "{case}: not in the journal: {output}"
+        );
+        eprintln!(
+            "{name}: {case}: {}",
+            output.lines().last().unwrap_or_default()
+        );
+        assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before, "{case}");
+    }
+    // A bundle cut short on the server, given to RAUC directly: refused too.
+    let refused = vm
+        .run(
+            &format!("rauc install {router}/faults/truncated/truncated.raucb 2>&1"),
+            INSTALL,
+        )
+        .unwrap();
+    assert!(!refused.success(), "a truncated bundle was installed");
+    assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before);
+
+    // The real offer: the updater streams v2 as a delta into slot b.
+    let channel_url = format!("{router}/release/{}", update_channel::FILE_NAME);
+    let bundle_path = format!("/release/{bundle_name}");
     let before = nginx.access_log().len();
-    let delta_time = install(&mut vm, &bundle_url, &nginx);
+    let started = Instant::now();
+    let (ok, output) = check(&mut vm, &channel_url);
+    let delta_time = started.elapsed();
+    if !ok {
+        let journal = vm
+            .run(
+                "journalctl -b -u rauc --no-pager -o cat | tail -n 40",
+                COMMAND,
+            )
+            .map(|o| o.output)
+            .unwrap_or_default();
+        panic!(
+            "the update failed:\n{output}\nRAUC's journal:\n{journal}\nnginx: {}",
+            nginx.error_log()
+        );
+    }
+    assert!(
+        output.contains(&format!("installed {V2} (was 1.0.0)")),
+        "{output}"
+    );
+    // The tone plays: an idle device would reboot now, this one waits.
+    assert!(
+        output.contains(&format!(
+            "the update in slot b ({V2}) waits for a reboot: the turntable is playing"
+        )),
+        "{output}"
+    );
     let log = nginx.access_log();
     let (delta_bytes, delta_requests) = Nginx::bytes_sent(&log[before..], &bundle_path);
-    // Where the time went: RAUC hashes a slot that has no stored index
-    // (slot b, empty since the factory) before it copies.
     let journal = vm
         .run_ok(
             "journalctl -b -u rauc --no-pager -o short-monotonic \
@@ -301,37 +379,43 @@ fn a_published_release_streams_a_delta_to_the_device() {
         slot_b.starts_with(&image.sha256),
         "slot b after the delta install is not the release's image: {slot_b}"
     );
-    let installed = vm.run_ok("rauc status --detailed 2>&1", COMMAND).unwrap();
+
+    // Where people see it: vinyl-update status and the streamer's /status.
+    let status = vm.run_ok("vinyl-update status", COMMAND).unwrap();
     assert!(
-        installed.contains(V2),
-        "slot b does not hold {V2}:\n{installed}"
+        status.contains(&format!("reboot into slot b ({V2})")),
+        "{status}"
     );
+    let (ok, streamd) = net.run(
+        "curl",
+        &[
+            "-sS",
+            "-g",
+            "--max-time",
+            "10",
+            &format!("http://[{address}]:8000/status"),
+        ],
+    );
+    assert!(ok, "{streamd}");
+    let streamd: serde_json::Value = serde_json::from_str(&streamd).unwrap();
+    assert_eq!(streamd["update"]["result"], "installed", "{streamd}");
+    assert_eq!(streamd["update"]["version"], "1.0.0", "{streamd}");
 
-    let before = log.len();
-    let full_url = format!("http://[{}]:{PORT}/full/v2-full.raucb", test_net::ROUTER);
-    let full_time = install(&mut vm, &full_url, &nginx);
-    let log = nginx.access_log();
-    let (full_bytes, full_requests) = Nginx::bytes_sent(&log[before..], "/full/v2-full.raucb");
-
+    let slot = built.layout.partition(builder::image::layout::Role::RootA);
+    let full_bytes = release.bundle.size;
     let percent = |part: u64, whole: u64| 100.0 * part as f64 / whole as f64;
     eprintln!(
-        "{name}: delta install of v2 (one overlay file changed) over v1: {:.2} MB in {delta_requests} requests, \
-         {:.1} s ({:.2} % of the {:.0} MB slot, {:.1} % of the full download)\n\
-         {name}: full install of the same release: {:.2} MB in {full_requests} requests, {:.1} s \
-         (bundle {:.1} MB)",
+        "{name}: delta install of v2 (one overlay file changed) over v1 by vinyl-update check: \
+         {:.2} MB in {delta_requests} requests, {:.1} s ({:.2} % of the {:.0} MB slot, {:.1} % of \
+         the {:.2} MB bundle a full download fetches)",
         delta_bytes as f64 / 1e6,
         delta_time.as_secs_f64(),
         percent(delta_bytes, slot.size),
         slot.size as f64 / 1e6,
         percent(delta_bytes, full_bytes),
         full_bytes as f64 / 1e6,
-        full_time.as_secs_f64(),
-        full.size as f64 / 1e6,
     );
-    assert!(
-        delta_bytes > 0 && full_bytes > 0,
-        "no bundle bytes in nginx's log"
-    );
+    assert!(delta_bytes > 0, "no bundle bytes in nginx's log");
     assert!(
         percent(delta_bytes, slot.size) <= 5.0,
         "the delta install downloaded {delta_bytes} bytes, more than 5 % of the {} byte slot; RAUC:\n{journal}",
@@ -339,32 +423,106 @@ fn a_published_release_streams_a_delta_to_the_device() {
     );
     assert!(
         delta_bytes * 4 < full_bytes,
-        "the delta install ({delta_bytes} bytes) saved little against the full one ({full_bytes})"
+        "the delta install ({delta_bytes} bytes) saved little against the bundle ({full_bytes})"
     );
 
-    // A bundle cut short on the server (an upload that stopped): refused,
-    // and the boot state stays byte for byte as it was.
-    let bundle_bytes = std::fs::read(release.dir.join(&channel.bundle.url)).unwrap();
-    std::fs::create_dir_all(www.join("faults")).unwrap();
-    std::fs::write(
-        www.join("faults/truncated.raucb"),
-        &bundle_bytes[..bundle_bytes.len() / 2],
-    )
-    .unwrap();
-    let states = "sha256sum /boot/firmware/ab-state-0.env /boot/firmware/ab-state-1.env";
-    let states_before = vm.run_ok(states, COMMAND).unwrap();
-    let url = format!(
-        "http://[{}]:{PORT}/faults/truncated.raucb",
-        test_net::ROUTER
-    );
-    let refused = vm
-        .run(&format!("rauc install {url} 2>&1"), INSTALL)
+    // The reboot policy: while somebody hears the record, no reboot; once
+    // nobody listens and the turntable is silent, the timer's next tick
+    // reboots into v2, whose health check marks it good.
+    let mut listener = net
+        .command("curl")
+        .args(["-sS", "-g", "-o", "/dev/null", "--max-time", "600"])
+        .arg(format!("http://[{address}]:8000/stream.opus"))
+        .spawn()
         .unwrap();
-    assert!(!refused.success(), "a truncated bundle was installed");
-    eprintln!(
-        "{name}: truncated bundle refused: {}",
-        refused.output.lines().last().unwrap_or_default()
+    test_net::eventually("a listener on /status", Duration::from_secs(60), || {
+        let (_, out) = net.run(
+            "curl",
+            &[
+                "-sS",
+                "-g",
+                "--max-time",
+                "10",
+                &format!("http://[{address}]:8000/status"),
+            ],
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        (v["listeners"].as_u64() >= Some(1))
+            .then_some(())
+            .ok_or(out)
+    });
+    let tick = vm
+        .run("systemctl start vinyl-update-check.service; journalctl -b --no-pager -o cat -u vinyl-update-check.service | tail -n 1", COMMAND)
+        .unwrap();
+    assert!(
+        tick.output.contains("somebody is listening to a record"),
+        "{}",
+        tick.output
     );
-    assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before);
+    let _ = listener.kill();
+    let _ = listener.wait();
+    vm.run_ok("systemctl stop test-tone", COMMAND).unwrap();
+    test_net::eventually(
+        "nobody listening, the turntable silent",
+        Duration::from_secs(120),
+        || {
+            let (_, out) = net.run(
+                "curl",
+                &[
+                    "-sS",
+                    "-g",
+                    "--max-time",
+                    "10",
+                    &format!("http://[{address}]:8000/status"),
+                ],
+            );
+            let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            (v["listeners"] == 0 && v["state"] == "silent")
+                .then_some(())
+                .ok_or(out)
+        },
+    );
+    vm.send("systemctl start vinyl-update-check.service")
+        .unwrap();
+    vm.wait_for_console("vinyl: trial boot of slot b", BOOT)
+        .unwrap();
+    vm.wait_for_shell(BOOT).unwrap();
+    let good = test_net::eventually("the health check marking slot b good", BOOT, || {
+        let status = vm
+            .run_ok("vinyl-update status --json", COMMAND)
+            .map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
+        (v["active"] == "b" && v["trial"].is_null())
+            .then_some(v)
+            .ok_or(status)
+    });
+    assert_eq!(good["booted"]["slot"], "b", "{good}");
+    assert_eq!(good["update"]["version"], V2, "{good}");
+    // Running v2, the channel has nothing newer.
+    let (ok, output) = check(&mut vm, &channel_url);
+    assert!(ok, "{output}");
+    assert_eq!(record(&mut vm)["result"], "up-to-date", "{output}");
     vm.kill();
+}
+
+/// Points the device's updater at `channel_url` (its settings on /data)
+/// and runs one check by hand; returns (success, what it printed).
+fn check(vm: &mut Vm, channel_url: &str) -> (bool, String) {
+    let out = vm
+        .run(
+            &format!(
+                "echo 'url = {channel_url}' > /data/vinyl-update/update.conf && vinyl-update check 2>&1"
+            ),
+            INSTALL,
+        )
+        .unwrap();
+    (out.success(), out.output)
+}
+
+/// The updater's record on /data.
+fn record(vm: &mut Vm) -> serde_json::Value {
+    let text = vm
+        .run_ok("cat /data/vinyl-update/state.json", COMMAND)
+        .unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }

@@ -69,6 +69,8 @@ pub fn build_full(
     options.extra_recipes = extra_recipes.iter().map(|r| r.to_string()).collect();
     options.device = device;
     options.keyring = Some(test_keys().ca_cert);
+    // Test images are release 1.0.0; delivery.rs publishes 2.0.0 over them.
+    options.version = Some("1.0.0".to_string().try_into().unwrap());
     // Shared with the builder tests: one cross build of vinyl-streamd.
     options.target_dir = project.root.join("target/builder-tests");
     options.quiet = true;
