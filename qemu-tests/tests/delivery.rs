@@ -452,7 +452,11 @@ fn a_published_release_streams_a_delta_to_the_device() {
             .ok_or(out)
     });
     let tick = vm
-        .run("systemctl start vinyl-update-check.service; journalctl -b --no-pager -o cat -u vinyl-update-check.service | tail -n 1", COMMAND)
+        .run(
+            "systemctl start vinyl-update-check.service; \
+             journalctl -b --no-pager -o cat -u vinyl-update-check.service | grep 'waits for a reboot' | tail -n 1",
+            COMMAND,
+        )
         .unwrap();
     assert!(
         tick.output.contains("somebody is listening to a record"),
