@@ -386,18 +386,7 @@ fn a_published_release_streams_a_delta_to_the_device() {
         status.contains(&format!("reboot into slot b ({V2})")),
         "{status}"
     );
-    let (ok, streamd) = net.run(
-        "curl",
-        &[
-            "-sS",
-            "-g",
-            "--max-time",
-            "10",
-            &format!("http://[{address}]:8000/status"),
-        ],
-    );
-    assert!(ok, "{streamd}");
-    let streamd: serde_json::Value = serde_json::from_str(&streamd).unwrap();
+    let streamd = test_net::streamd_status(&net, &address).unwrap();
     assert_eq!(streamd["update"]["result"], "installed", "{streamd}");
     assert_eq!(streamd["update"]["version"], "1.0.0", "{streamd}");
 
@@ -436,20 +425,10 @@ fn a_published_release_streams_a_delta_to_the_device() {
         .spawn()
         .unwrap();
     test_net::eventually("a listener on /status", Duration::from_secs(60), || {
-        let (_, out) = net.run(
-            "curl",
-            &[
-                "-sS",
-                "-g",
-                "--max-time",
-                "10",
-                &format!("http://[{address}]:8000/status"),
-            ],
-        );
-        let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let v = test_net::streamd_status(&net, &address)?;
         (v["listeners"].as_u64() >= Some(1))
             .then_some(())
-            .ok_or(out)
+            .ok_or(v.to_string())
     });
     let tick = vm
         .run(
@@ -470,20 +449,10 @@ fn a_published_release_streams_a_delta_to_the_device() {
         "nobody listening, the turntable silent",
         Duration::from_secs(120),
         || {
-            let (_, out) = net.run(
-                "curl",
-                &[
-                    "-sS",
-                    "-g",
-                    "--max-time",
-                    "10",
-                    &format!("http://[{address}]:8000/status"),
-                ],
-            );
-            let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+            let v = test_net::streamd_status(&net, &address)?;
             (v["listeners"] == 0 && v["state"] == "silent")
                 .then_some(())
-                .ok_or(out)
+                .ok_or(v.to_string())
         },
     );
     vm.send("systemctl start vinyl-update-check.service")

@@ -238,20 +238,10 @@ impl Drop for Listener {
     }
 }
 
-/// The streamer's `/status`, fetched over IPv6 from the host side.
-fn status(net: &TestNet, address: &str) -> Result<serde_json::Value, String> {
-    let url = format!("http://[{address}]:8000/status");
-    let (ok, out) = net.run("curl", &["-sS", "-g", "--max-time", "10", &url]);
-    if !ok {
-        return Err(out);
-    }
-    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
-}
-
 /// Waits until `/status` says `state` ("playing", "silent", "no-device").
 fn wait_for_state(net: &TestNet, address: &str, state: &str) -> serde_json::Value {
     eventually(&format!("/status saying {state}"), CHANGE, || {
-        let status = status(net, address)?;
+        let status = test_net::streamd_status(net, address)?;
         if status["state"] == state {
             Ok(status)
         } else {

@@ -269,6 +269,17 @@ impl Drop for TestNet {
     }
 }
 
+/// vinyl-streamd's `/status` on the guest at `address`, fetched from the
+/// host side over IPv6.
+pub fn streamd_status(net: &TestNet, address: &str) -> Result<serde_json::Value, String> {
+    let url = format!("http://[{address}]:8000/status");
+    let (ok, out) = net.run("curl", &["-sS", "-g", "--max-time", "10", &url]);
+    if !ok {
+        return Err(out);
+    }
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
 /// The guest's address as its console announces it (`vinyl: address …`),
 /// the next announcement after what earlier waits matched.
 pub fn announced_address(vm: &Vm, timeout: Duration) -> String {
