@@ -12,9 +12,9 @@ use builder::store::{Store, sha256_hex};
 use debian::relation::parse_relation;
 use debian::release::{Keyring, ReleaseError, format_rfc2822_utc};
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::io::Write;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use test_support::gpg::{Algorithm, Gpg};
 
@@ -66,49 +66,11 @@ fn in_release(key: &Gpg, date: i64, valid_until: Option<i64>, index: &[u8]) -> S
     key.clearsign(UID, "SHA512", &text)
 }
 
-/// Serves `files` (path → bytes) over HTTP on a loopback port, from a
-/// thread that lives as long as the test process; returns the mirror URL.
-fn serve(files: BTreeMap<String, Vec<u8>>) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            // Skip the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let path = request.split_whitespace().nth(1).unwrap_or("/");
-            let response = match files.get(path) {
-                Some(body) => {
-                    let mut response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    response.extend_from_slice(body);
-                    response
-                }
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
-            };
-            let _ = stream.write_all(&response);
-        }
-    });
-    format!("http://127.0.0.1:{port}/debian")
-}
-
 /// A mirror serving the suite signed by `key`, dated `date`.
 fn mirror(key: &Gpg, date: i64, valid_until: Option<i64>) -> Mirror {
     let index = packages_xz();
     let release = in_release(key, date, valid_until, &index);
-    let url = serve(BTreeMap::from([
+    let files = BTreeMap::from([
         (
             format!("/debian/dists/{SUITE}/InRelease"),
             release.into_bytes(),
@@ -117,7 +79,11 @@ fn mirror(key: &Gpg, date: i64, valid_until: Option<i64>) -> Mirror {
             format!("/debian/dists/{SUITE}/main/binary-arm64/Packages.xz"),
             index,
         ),
-    ]));
+    ]);
+    let url = format!(
+        "{}/debian",
+        test_support::http::serve(Arc::new(Mutex::new(files)))
+    );
     Mirror {
         url,
         origin: "test".into(),

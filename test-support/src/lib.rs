@@ -61,6 +61,7 @@ pub fn found<T>(test: &str, value: Option<T>, reason: impl FnOnce() -> String) -
 }
 
 pub mod gpg;
+pub mod http;
 
 /// The name of the running test, for helpers shared by several tests: the
 /// test harness runs each test on a thread named after it (`"a test"` if

@@ -5,58 +5,11 @@
 //! under QEMU: qemu-tests/tests/delivery.rs.)
 
 use ab_state::{STATE_FILES, State};
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use test_support::http::{Files, serve};
 
 const BIN: &str = env!("CARGO_BIN_EXE_vinyl-update");
-
-type Files = Arc<Mutex<BTreeMap<String, Vec<u8>>>>;
-
-/// Serves `files` (GET and HEAD) on a loopback port; returns the base URL.
-fn serve(files: Files) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request = String::new();
-            if reader.read_line(&mut request).is_err() {
-                continue;
-            }
-            loop {
-                let mut header = String::new();
-                if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
-                    break;
-                }
-            }
-            let mut words = request.split_whitespace();
-            let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-            let body = files.lock().unwrap().get(path).cloned();
-            let response = match body {
-                Some(body) => {
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    if method == "GET" {
-                        r.extend_from_slice(&body);
-                    }
-                    r
-                }
-                None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_vec(),
-            };
-            let _ = stream.write_all(&response);
-        }
-    });
-    format!("http://127.0.0.1:{port}")
-}
 
 /// A device in a temporary directory: running `version` of vinyl-rpi4 on
 /// slot a, its settings pointing at `url`.
