@@ -12,6 +12,7 @@
 //! 4. not due yet (`check-every` since the last check): nothing;
 //! 5. the channel file, fetched and parsed; its offer decided
 //!    ([`policy::offer`]);
+//!    — and not a release whose trial already failed here;
 //! 6. the bundle it names checked without downloading it: the server's
 //!    size, and `rauc info` (streamed, signature verified) for the signed
 //!    manifest's compatible, version and hash;
@@ -117,7 +118,7 @@ pub fn run(paths: &Paths, options: Options) -> Result<String> {
         Ok(config) => config,
         Err(e) => {
             let message = format!("{e:#}");
-            record(paths, Outcome::Failed, &message, None)?;
+            quiet_record(paths, Outcome::Failed, &message)?;
             bail!("{message}");
         }
     };
@@ -155,7 +156,7 @@ pub fn run(paths: &Paths, options: Options) -> Result<String> {
         return Ok("not due yet".into());
     }
     let running = running(paths)?;
-    let (outcome, message, offered) = match check_and_install(url, &running, options) {
+    let (outcome, message, offered) = match check_and_install(paths, url, &running, options) {
         Ok((outcome, message, offered)) => (outcome, message, offered),
         Err((outcome, message, offered)) => {
             record(paths, outcome, &message, offered.clone())?;
@@ -176,6 +177,7 @@ type Checked = (Outcome, String, Option<String>);
 
 /// Steps 5 to 7: the channel, its offer, the bundle, the install.
 fn check_and_install(
+    paths: &Paths,
     url: &url::Url,
     running: &Running,
     options: Options,
@@ -195,6 +197,11 @@ fn check_and_install(
         Offer::Install => {}
         Offer::UpToDate(message) => return Ok((Outcome::UpToDate, message, offered)),
         Offer::Refuse(message) => return Err(refused(format!("{url}: {message}"))),
+    }
+    if !options.force
+        && let Some(reason) = failed_trial(paths, &channel.version)
+    {
+        return Err(refused(format!("{url}: {reason}")));
     }
     let bundle = url
         .join(&channel.bundle.url)
@@ -291,6 +298,22 @@ fn check_and_install(
     ))
 }
 
+/// Why `version` must not be installed again: it is what the other slot
+/// holds, RAUC activated it, and its trial boot failed (the slot is bad).
+/// Installing it again would repeat the failed trial every `check-every`.
+fn failed_trial(paths: &Paths, version: &str) -> Option<String> {
+    let booted = crate::booted::read(&paths.boot_env).ok()?;
+    let other = booted.slot.other();
+    let state = crate::state_dir::read(&paths.boot_dir).ok()?.state;
+    let text = std::fs::read_to_string(&paths.rauc_status).ok()?;
+    let installed = crate::installed::parse(&text).remove(&other)?;
+    (installed.version.as_deref() == Some(version) && installed.was_activated() && !state.is_good(other)).then(|| {
+        format!(
+            "{version} failed its trial boot on this device (slot {other} was marked bad): not installing it again; publish a newer release, or `vinyl-update check --force`"
+        )
+    })
+}
+
 /// The last non-empty line of a command's output.
 fn last_line(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes)
@@ -372,11 +395,17 @@ fn record(paths: &Paths, outcome: Outcome, message: &str, offered: Option<String
     .with_context(|| format!("writing {}", paths.update_state.display()))
 }
 
-/// Records a steady state (off, not configured) only when it is news, so
-/// a timer ticking every few minutes does not write to the card each time.
+/// Records a steady state (off, not configured, broken settings) only when
+/// it is news, so a timer ticking every few minutes does not write to the
+/// card each time.
 fn quiet_record(paths: &Paths, outcome: Outcome, message: &str) -> Result<String> {
     let previous = update_state::read(&paths.update_state);
-    if previous.as_ref().and_then(|v| v["result"].as_str()) != Some(outcome.name()) {
+    let same = previous.as_ref().is_some_and(|v| {
+        v["result"].as_str() == Some(outcome.name()) && v["message"].as_str() == Some(message)
+    });
+    if same {
+        eprintln!("vinyl-update: {}: {message}", outcome.name());
+    } else {
         record(paths, outcome, message, None)?;
     }
     Ok(message.to_string())

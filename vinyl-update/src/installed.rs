@@ -8,6 +8,18 @@
 use ab_state::Slot;
 use std::collections::BTreeMap;
 
+impl Installed {
+    /// Whether RAUC made the slot the next boot after it last wrote it
+    /// (an install a power cut interrupted in between never was).
+    pub fn was_activated(&self) -> bool {
+        match (&self.installed, &self.activated) {
+            // RAUC's timestamps share one format: text order is time order.
+            (Some(installed), Some(activated)) => activated >= installed,
+            _ => false,
+        }
+    }
+}
+
 /// One slot's entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Installed {
@@ -15,6 +27,8 @@ pub struct Installed {
     pub build: Option<String>,
     /// When RAUC wrote the slot (ISO 8601, as RAUC records it).
     pub installed: Option<String>,
+    /// When RAUC last made it the next boot (after writing it).
+    pub activated: Option<String>,
     /// RAUC's result of the write (`ok` or an error).
     pub status: Option<String>,
 }
@@ -46,6 +60,7 @@ pub fn parse(text: &str) -> BTreeMap<Slot, Installed> {
             "bundle.version" => entry.version = value,
             "bundle.build" => entry.build = value,
             "installed.timestamp" => entry.installed = value,
+            "activated.timestamp" => entry.activated = value,
             "status" => entry.status = value,
             _ => {}
         }

@@ -229,3 +229,56 @@ fn without_a_url_the_device_never_checks() {
     assert_eq!(state["result"], "not-configured");
     assert!(state["message"].as_str().unwrap().contains("--update-url"));
 }
+
+#[test]
+fn a_release_whose_trial_failed_here_is_not_installed_again() {
+    let files: Files = Default::default();
+    let base = serve(files.clone());
+    files
+        .lock()
+        .unwrap()
+        .insert("/v.raucb".into(), vec![7u8; 1000]);
+    files.lock().unwrap().insert(
+        "/channel.json".into(),
+        channel("2.0.0", "vinyl-rpi4", None, 1000).into_bytes(),
+    );
+    let device = Device::new("1.4.0", &format!("url = {base}/channel.json\n"));
+    // RAUC wrote 2.0.0 into slot b and made it the next boot; its trial
+    // failed, so the boot state has slot b bad and the device runs slot a.
+    let rauc_status = |activated: &str| {
+        format!(
+            "[slot.rootfs.1]\nbundle.compatible=vinyl-rpi4\nbundle.version=2.0.0\nstatus=ok\n\
+             installed.timestamp=2026-12-04T10:00:00.000000Z\n{activated}"
+        )
+    };
+    std::fs::write(
+        device.path("central.raucs"),
+        rauc_status("activated.timestamp=2026-12-04T10:00:01.000000Z\n"),
+    )
+    .unwrap();
+    let out = device.run(&["check"]);
+    assert!(!out.status.success());
+    let state = device.state();
+    assert_eq!(state["result"], "refused", "{state}");
+    let message = state["message"].as_str().unwrap();
+    assert!(
+        message.contains("2.0.0 failed its trial boot on this device (slot b was marked bad)"),
+        "{message}"
+    );
+
+    // Written but never activated (a power cut in between): installed again,
+    // as it is when forced; both go on to ask RAUC about the bundle.
+    for (status, args) in [
+        (rauc_status(""), &["check"][..]),
+        (
+            rauc_status("activated.timestamp=2026-12-04T10:00:01.000000Z\n"),
+            &["check", "--force"][..],
+        ),
+    ] {
+        std::fs::write(device.path("central.raucs"), status).unwrap();
+        let _ = device.run(args);
+        let message = device.state()["message"].as_str().unwrap().to_string();
+        assert!(!message.contains("trial"), "{args:?}: {message}");
+        assert!(message.contains("rauc info"), "{args:?}: {message}");
+    }
+}
