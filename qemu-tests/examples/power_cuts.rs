@@ -149,14 +149,7 @@ fn main() -> std::process::ExitCode {
     let v1 = test_image::qemu_virt();
     let signer = test_image::test_signer();
     // ota.rs's v2: the same build, cached.
-    let (_, bundle) = test_image::build_full(
-        "qemu-virt",
-        "qemu-virt-v2",
-        &["test-shell", "test-tone", "test-update-v2"],
-        test_image::test_device(),
-        Some(&signer),
-    );
-    let bundle = bundle.unwrap();
+    let bundle = test_image::qemu_virt_v2_bundle(&signer);
 
     let _turn = test_image::one_machine_at_a_time();
     // The machine writes this copy itself: the next QEMU finds the disk as

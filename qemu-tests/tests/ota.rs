@@ -184,14 +184,7 @@ fn a_good_update_is_installed_tried_and_marked_good() {
     let v1 = test_image::qemu_virt();
     let signer = test_image::test_signer();
     let started = Instant::now();
-    let (_, bundle) = test_image::build_full(
-        "qemu-virt",
-        "qemu-virt-v2",
-        &["test-shell", "test-tone", "test-update-v2"],
-        test_image::test_device(),
-        Some(&signer),
-    );
-    let bundle = bundle.unwrap();
+    let bundle = test_image::qemu_virt_v2_bundle(&signer);
     eprintln!(
         "{name}: v2 image and bundle in {:.0} s: {} ({:.1} MB), version {}, build {}",
         started.elapsed().as_secs_f64(),

@@ -93,6 +93,21 @@ pub fn build_full(
     (built.image, bundle)
 }
 
+/// v2 of the qemu-virt test image (`test-update-v2`: one overlay file
+/// more) and its signed bundle without block hash index, built once
+/// (ota.rs installs it, the power-cut torture too).
+pub fn qemu_virt_v2_bundle(signer: &builder::bundle::signing::Signer) -> builder::bundle::Bundle {
+    build_full(
+        "qemu-virt",
+        "qemu-virt-v2",
+        &["test-shell", "test-tone", "test-update-v2"],
+        test_device(),
+        Some(signer),
+    )
+    .1
+    .expect("a bundle was asked for")
+}
+
 /// The test CA and signing key (`builder keygen`), made once in
 /// `target/qemu-tests/keys/` and kept (so images are not rebuilt on every
 /// run); never keys anyone uses elsewhere.
