@@ -25,15 +25,19 @@ pub fn read(path: &Path) -> Result<Booted> {
     parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
+/// The value of `key` in a `KEY=value` file (boot.env, the image's release
+/// file); the last assignment wins, as in a shell.
+pub fn env_value<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .filter_map(|line| line.trim().split_once('='))
+        .filter(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim())
+        .next_back()
+}
+
 /// Parses the file's text.
 pub fn parse(text: &str) -> Result<Booted> {
-    let value = |key: &str| {
-        text.lines()
-            .filter_map(|line| line.trim().split_once('='))
-            .filter(|(k, _)| k.trim() == key)
-            .map(|(_, v)| v.trim())
-            .next_back()
-    };
+    let value = |key: &str| env_value(text, key);
     let slot = match value("SLOT") {
         Some("a") => Slot::A,
         Some("b") => Slot::B,

@@ -23,10 +23,12 @@
 //! /data ([`update_state`]); a failure exits non-zero.
 
 use crate::config::Config;
+use crate::installed::Installed;
 use crate::paths::Paths;
 use crate::policy::{self, Listening, Offer, Running};
 use crate::update_state::{self, Outcome, Record};
 use anyhow::{Context as _, Result, anyhow, bail};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 use update_channel::Channel;
@@ -63,10 +65,8 @@ pub fn running(paths: &Paths) -> Result<Running> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading {} (the image builder writes it)", path.display()))?;
     let value = |key: &str| {
-        text.lines()
-            .filter_map(|l| l.split_once('='))
-            .find(|(k, _)| k.trim() == key)
-            .map(|(_, v)| v.trim().to_string())
+        crate::booted::env_value(&text, key)
+            .map(String::from)
             .with_context(|| format!("{}: no {key}=", path.display()))
     };
     Ok(Running {
@@ -75,26 +75,26 @@ pub fn running(paths: &Paths) -> Result<Running> {
     })
 }
 
-/// The slot an installed update waits in, and its version, when the next
-/// boot is not the running slot.
-pub fn pending(paths: &Paths) -> Option<(ab_state::Slot, Option<String>)> {
-    let booted = crate::booted::read(&paths.boot_env).ok()?;
-    let state = crate::state_dir::read(&paths.boot_dir).ok()?.state;
-    let next = state.primary();
-    (next != booted.slot).then(|| {
-        let installed = std::fs::read_to_string(&paths.rauc_status)
-            .map(|text| crate::installed::parse(&text))
-            .unwrap_or_default();
-        (next, installed.get(&next).and_then(|i| i.version.clone()))
-    })
+/// The device's slots, read once: what booted, the boot state, what RAUC
+/// installed; `None` when what booted or the boot state cannot be read.
+struct Slots {
+    booted: ab_state::Slot,
+    state: ab_state::State,
+    installed: BTreeMap<ab_state::Slot, Installed>,
 }
 
-/// Whether this is a trial boot not yet marked good.
-fn on_trial(paths: &Paths) -> bool {
-    let Ok(booted) = crate::booted::read(&paths.boot_env) else {
-        return false;
-    };
-    crate::state_dir::read(&paths.boot_dir).is_ok_and(|s| s.state.trial == Some(booted.slot))
+impl Slots {
+    fn read(paths: &Paths) -> Option<Slots> {
+        Some(Slots {
+            booted: crate::booted::read(&paths.boot_env).ok()?.slot,
+            state: crate::state_dir::read(&paths.boot_dir).ok()?.state,
+            installed: crate::installed::read(&paths.rauc_status),
+        })
+    }
+
+    fn pending(&self) -> Option<(ab_state::Slot, Option<String>)> {
+        policy::pending(self.booted, &self.state, &self.installed)
+    }
 }
 
 fn now() -> u64 {
@@ -129,10 +129,14 @@ pub fn run(paths: &Paths, options: Options) -> Result<String> {
             "automatic updates are switched off (enabled = false)",
         );
     }
-    if let Some((slot, version)) = pending(paths) {
+    let slots = Slots::read(paths);
+    if let Some((slot, version)) = slots.as_ref().and_then(Slots::pending) {
         return reboot_if_allowed(paths, &config, slot, version.as_deref());
     }
-    if on_trial(paths) {
+    if slots
+        .as_ref()
+        .is_some_and(|s| policy::on_trial(s.booted, &s.state))
+    {
         // RAUC would write the other slot: the one this trial falls back to.
         return Ok("a trial boot: waiting for its health check to mark this slot good".into());
     }
@@ -156,16 +160,18 @@ pub fn run(paths: &Paths, options: Options) -> Result<String> {
         return Ok("not due yet".into());
     }
     let running = running(paths)?;
-    let (outcome, message, offered) = match check_and_install(paths, url, &running, options) {
-        Ok((outcome, message, offered)) => (outcome, message, offered),
-        Err((outcome, message, offered)) => {
-            record(paths, outcome, &message, offered.clone())?;
-            bail!("{message}");
-        }
-    };
+    let (outcome, message, offered) =
+        match check_and_install(slots.as_ref(), url, &running, options) {
+            Ok((outcome, message, offered)) => (outcome, message, offered),
+            Err((outcome, message, offered)) => {
+                record(paths, outcome, &message, offered.clone())?;
+                bail!("{message}");
+            }
+        };
     record(paths, outcome, &message, offered)?;
+    // RAUC has just changed the boot state: read it again.
     if outcome == Outcome::Installed
-        && let Some((slot, version)) = pending(paths)
+        && let Some((slot, version)) = Slots::read(paths).as_ref().and_then(Slots::pending)
     {
         let reboot = reboot_if_allowed(paths, &config, slot, version.as_deref())?;
         return Ok(format!("{message}\n{reboot}"));
@@ -177,7 +183,7 @@ type Checked = (Outcome, String, Option<String>);
 
 /// Steps 5 to 7: the channel, its offer, the bundle, the install.
 fn check_and_install(
-    paths: &Paths,
+    slots: Option<&Slots>,
     url: &url::Url,
     running: &Running,
     options: Options,
@@ -199,7 +205,8 @@ fn check_and_install(
         Offer::Refuse(message) => return Err(refused(format!("{url}: {message}"))),
     }
     if !options.force
-        && let Some(reason) = failed_trial(paths, &channel.version)
+        && let Some(reason) = slots
+            .and_then(|s| policy::failed_trial(s.booted, &s.state, &s.installed, &channel.version))
     {
         return Err(refused(format!("{url}: {reason}")));
     }
@@ -296,22 +303,6 @@ fn check_and_install(
         ),
         offered,
     ))
-}
-
-/// Why `version` must not be installed again: it is what the other slot
-/// holds, RAUC activated it, and its trial boot failed (the slot is bad).
-/// Installing it again would repeat the failed trial every `check-every`.
-fn failed_trial(paths: &Paths, version: &str) -> Option<String> {
-    let booted = crate::booted::read(&paths.boot_env).ok()?;
-    let other = booted.slot.other();
-    let state = crate::state_dir::read(&paths.boot_dir).ok()?.state;
-    let text = std::fs::read_to_string(&paths.rauc_status).ok()?;
-    let installed = crate::installed::parse(&text).remove(&other)?;
-    (installed.version.as_deref() == Some(version) && installed.was_activated() && !state.is_good(other)).then(|| {
-        format!(
-            "{version} failed its trial boot on this device (slot {other} was marked bad): not installing it again; publish a newer release, or `vinyl-update check --force`"
-        )
-    })
 }
 
 /// The last non-empty line of a command's output.

@@ -33,6 +33,14 @@ pub struct Installed {
     pub status: Option<String>,
 }
 
+/// The entries of RAUC's status file at `path`; none when it is absent
+/// (until RAUC's first install) or unreadable.
+pub fn read(path: &std::path::Path) -> BTreeMap<Slot, Installed> {
+    std::fs::read_to_string(path)
+        .map(|text| parse(&text))
+        .unwrap_or_default()
+}
+
 /// The entries by slot: `slot.rootfs.0` is slot a and `slot.rootfs.1` slot
 /// b, as the builder's `system.conf` numbers them. Unknown groups and keys
 /// are ignored.

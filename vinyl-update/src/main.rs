@@ -166,19 +166,24 @@ fn main() -> ExitCode {
 
 /// `status`'s text or JSON.
 fn status_output(paths: &paths::Paths, json: bool) -> anyhow::Result<String> {
+    let booted = booted::read(&paths.boot_env).map_err(|e| format!("{e:#}"));
+    let state = state_dir::read(&paths.boot_dir)?;
+    // Absent until RAUC's first install.
+    let installed = installed::read(&paths.rauc_status);
+    let pending = booted
+        .as_ref()
+        .ok()
+        .and_then(|b| policy::pending(b.slot, &state.state, &installed));
     let report = status::Report {
-        booted: booted::read(&paths.boot_env).map_err(|e| format!("{e:#}")),
-        state: state_dir::read(&paths.boot_dir)?,
+        booted,
+        state,
         boot_dir: paths.boot_dir.clone(),
-        // Absent until RAUC's first install.
-        installed: std::fs::read_to_string(&paths.rauc_status)
-            .map(|text| installed::parse(&text))
-            .unwrap_or_default(),
+        installed,
         updates: status::Updates {
             running: check::running(paths).map_err(|e| format!("{e:#}")),
             config: check::config(paths).map_err(|e| format!("{e:#}")),
             last_check: update_state::read(&paths.update_state),
-            pending: check::pending(paths),
+            pending,
         },
     };
     Ok(if json {

@@ -3,7 +3,10 @@
 //! device may reboot into an installed update now. Pure.
 
 use crate::config::{REBOOT_WINDOW, Reboot};
+use crate::installed::Installed;
+use ab_state::{Slot, State};
 use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use update_channel::Channel;
 use update_channel::version::compare;
@@ -58,6 +61,43 @@ pub fn offer(running: &Running, channel: &Channel, force: bool) -> Offer {
         ));
     }
     Offer::Install
+}
+
+/// The slot an installed update waits in, and its version: the boot
+/// state's next boot is not the running slot.
+pub fn pending(
+    booted: Slot,
+    state: &State,
+    installed: &BTreeMap<Slot, Installed>,
+) -> Option<(Slot, Option<String>)> {
+    let next = state.primary();
+    (next != booted).then(|| (next, installed.get(&next).and_then(|i| i.version.clone())))
+}
+
+/// Whether the running slot is on a trial boot not yet marked good.
+pub fn on_trial(booted: Slot, state: &State) -> bool {
+    state.trial == Some(booted)
+}
+
+/// Why `version` must not be installed again: it is what the other slot
+/// holds, RAUC activated it, and its trial boot failed (the slot is bad).
+/// Installing it again would repeat the failed trial every `check-every`.
+pub fn failed_trial(
+    booted: Slot,
+    state: &State,
+    installed: &BTreeMap<Slot, Installed>,
+    version: &str,
+) -> Option<String> {
+    let other = booted.other();
+    let installed = installed.get(&other)?;
+    (installed.version.as_deref() == Some(version)
+        && installed.was_activated()
+        && !state.is_good(other))
+    .then(|| {
+        format!(
+            "{version} failed its trial boot on this device (slot {other} was marked bad): not installing it again; publish a newer release, or `vinyl-update check --force`"
+        )
+    })
 }
 
 /// Whether a check is due: never checked, the interval passed, or the
@@ -176,6 +216,42 @@ mod tests {
         assert_eq!(
             offer(&running(), &channel("2.0.0", Some("1.5.0")), true),
             Offer::Install
+        );
+    }
+
+    #[test]
+    fn the_boot_state_says_what_waits_and_what_failed() {
+        let installed = |activated: bool| {
+            let entry = Installed {
+                version: Some("2.0.0".into()),
+                installed: Some("2026-12-04T10:00:00Z".into()),
+                activated: activated.then(|| "2026-12-04T10:00:01Z".into()),
+                ..Default::default()
+            };
+            BTreeMap::from([(Slot::B, entry)])
+        };
+        let fresh = State::initial(1);
+        // RAUC installed into b and made it the next boot: b waits, on trial.
+        let waiting = fresh.set_primary(Slot::B, 3).unwrap();
+        assert_eq!(
+            pending(Slot::A, &waiting, &installed(true)),
+            Some((Slot::B, Some("2.0.0".into())))
+        );
+        assert_eq!(pending(Slot::A, &fresh, &installed(true)), None);
+        assert!(on_trial(Slot::B, &waiting));
+        assert!(!on_trial(Slot::A, &waiting));
+        // Its trial failed: back on a, b bad.
+        let failed = waiting.mark_bad(Slot::B, Some(Slot::B)).unwrap();
+        let reason = failed_trial(Slot::A, &failed, &installed(true), "2.0.0").unwrap();
+        assert!(reason.contains("2.0.0 failed its trial boot"), "{reason}");
+        assert_eq!(
+            failed_trial(Slot::A, &failed, &installed(true), "2.0.1"),
+            None
+        );
+        // Written but never activated (a cut in between): try again.
+        assert_eq!(
+            failed_trial(Slot::A, &failed, &installed(false), "2.0.0"),
+            None
         );
     }
 
