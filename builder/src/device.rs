@@ -208,14 +208,10 @@ pub fn channel_url(board: &Board, from_flag: bool) -> anyhow::Result<Option<url:
     } else {
         format!("boards/{}.toml: [update] url", board.name)
     };
-    let example = "such as http://[2001:db8::1]/vinyl/channel.json";
-    let url = url::Url::parse(text)
-        .map_err(|e| anyhow::anyhow!("{what} {text:?}: {e}; give an absolute URL {example}"))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        anyhow::bail!("{what} {text:?}: give an http:// or https:// URL with a host, {example}");
-    }
+    let example = "http://[2001:db8::1]/vinyl/channel.json";
+    let url = crate::values::http_url(&what, text, example)?;
     if url.fragment().is_some() || url.path().ends_with('/') {
-        anyhow::bail!("{what} {text:?}: name the channel file itself, {example}");
+        anyhow::bail!("{what} {text:?}: name the channel file itself, such as {example}");
     }
     Ok(Some(url))
 }

@@ -109,16 +109,7 @@ pub fn base_url(flag: Option<&str>, update_url: Option<&str>) -> Result<Option<u
         ),
         (None, None) => return Ok(None),
     };
-    let mut url = url::Url::parse(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{what} {text:?}: {e}; give an absolute URL such as http://[2001:db8::1]/vinyl/"
-        )
-    })?;
-    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        bail!(
-            "{what} {text:?}: give an http:// or https:// URL with a host, such as https://updates.example.org/vinyl/"
-        );
-    }
+    let mut url = crate::values::http_url(what, &text, "https://updates.example.org/vinyl/")?;
     if url.query().is_some() || url.fragment().is_some() {
         bail!("{what} {text:?}: a base URL has no query or fragment");
     }

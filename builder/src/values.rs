@@ -281,6 +281,20 @@ impl fmt::Display for OverlayName {
     }
 }
 
+/// An absolute `http://` or `https://` URL with a host, from `what` (the
+/// flag or board key it came from, named in the error with `example`).
+pub fn http_url(what: &str, text: &str, example: &str) -> anyhow::Result<url::Url> {
+    let url = url::Url::parse(text).map_err(|e| {
+        anyhow::anyhow!("{what} {text:?}: {e}; give an absolute URL such as {example}")
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        anyhow::bail!(
+            "{what} {text:?}: give an http:// or https:// URL with a host, such as {example}"
+        );
+    }
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
