@@ -290,6 +290,11 @@ check-every = 6h
 # listening and the turntable is silent; or \"HH:MM\", a time of day (UTC),
 # within the three hours after it. Never while somebody hears a record.
 reboot = idle
+# install: \"stream\", RAUC reads the bundle from the server as it installs,
+# only the chunks this device lacks (a delta); or \"download\", the whole
+# bundle to /data first (resumed after a drop, checked against the channel's
+# SHA-256), for servers without HTTP range requests or flaky links.
+install = stream
 ",
             board = board.name
         ),
@@ -503,6 +508,7 @@ mod tests {
             "\nenabled = true\n",
             "\ncheck-every = 6h\n",
             "\nreboot = idle\n",
+            "\ninstall = stream\n",
         ] {
             assert!(conf.contains(line), "no {line:?} in {conf}");
         }

@@ -1,6 +1,7 @@
 //! A static HTTP/1.1 server on a loopback port for tests: `GET` and `HEAD`
-//! of the files in a shared map (changeable while it serves), 404 for the
-//! rest, one request per connection. Enough to stand in for a mirror or a
+//! of the files in a shared map (changeable while it serves), `Range:
+//! bytes=N-` answered with 206, 404 for the rest, one request per
+//! connection. Enough to stand in for a mirror or a
 //! release directory; tests that need a real server use nginx.
 
 use std::collections::BTreeMap;
@@ -27,18 +28,35 @@ pub fn serve(files: Files) -> String {
             if reader.read_line(&mut request).is_err() {
                 continue;
             }
-            // Skip the headers.
+            // The headers: only an open-ended range is understood.
+            let mut from = None;
             let mut line = String::new();
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some((name, value)) = line.split_once(':')
+                    && name.eq_ignore_ascii_case("range")
+                {
+                    from = value
+                        .trim()
+                        .strip_prefix("bytes=")
+                        .and_then(|v| v.strip_suffix('-'))
+                        .and_then(|n| n.parse::<usize>().ok());
+                }
                 line.clear();
             }
             let mut words = request.split_whitespace();
             let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or("/"));
             let body = files.lock().map(|f| f.get(path).cloned()).unwrap_or(None);
             let response = match body {
-                Some(body) => {
+                Some(mut body) => {
+                    let status = match from {
+                        Some(n) if n < body.len() => {
+                            body.drain(..n);
+                            "206 Partial Content"
+                        }
+                        _ => "200 OK",
+                    };
                     let mut response = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                         body.len()
                     )
                     .into_bytes();

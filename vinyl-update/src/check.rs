@@ -22,7 +22,8 @@
 //! Each check's result goes to the journal (stderr) and to the record on
 //! /data ([`update_state`]); a failure exits non-zero.
 
-use crate::config::Config;
+use crate::config::{Config, Install};
+use crate::download;
 use crate::installed::Installed;
 use crate::paths::Paths;
 use crate::policy::{self, Listening, Offer, Running};
@@ -112,6 +113,17 @@ fn agent(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
+/// For bundles: no limit on the whole (tens of MB on a slow link), but a
+/// server that sends nothing for a minute has stalled.
+fn download_agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(20)))
+        .timeout_per_read(Some(Duration::from_secs(60)))
+        .user_agent(concat!("vinyl-update/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into()
+}
+
 /// One tick. Returns what it printed last (also in the journal).
 pub fn run(paths: &Paths, options: Options) -> Result<String> {
     let config = match config(paths) {
@@ -161,7 +173,7 @@ pub fn run(paths: &Paths, options: Options) -> Result<String> {
     }
     let running = running(paths)?;
     let (outcome, message, offered) =
-        match check_and_install(slots.as_ref(), url, &running, options) {
+        match check_and_install(slots.as_ref(), url, &running, &config, paths, options) {
             Ok((outcome, message, offered)) => (outcome, message, offered),
             Err((outcome, message, offered)) => {
                 record(paths, outcome, &message, offered.clone())?;
@@ -186,6 +198,8 @@ fn check_and_install(
     slots: Option<&Slots>,
     url: &url::Url,
     running: &Running,
+    config: &Config,
+    paths: &Paths,
     options: Options,
 ) -> Result<Checked, Checked> {
     let failed = |message: String| (Outcome::Failed, message, None);
@@ -233,9 +247,40 @@ fn check_and_install(
         )));
     }
 
+    // Where RAUC reads the bundle: the server, or /data once downloaded.
+    let downloaded = match config.install {
+        Install::Stream => None,
+        Install::Download => {
+            eprintln!(
+                "vinyl-update: downloading {bundle} ({} bytes) into {}",
+                channel.bundle.size,
+                paths.update_downloads.display()
+            );
+            let file = download::fetch(
+                &download_agent(),
+                &bundle,
+                &paths.update_downloads,
+                channel.bundle.size,
+                &channel.bundle.sha256,
+            )
+            .map_err(|e| match e {
+                download::Error::NotTheBundle(message) => refused(message),
+                download::Error::Failed(message) => (
+                    Outcome::Failed,
+                    format!("{message}; the next check resumes the download"),
+                    offered.clone(),
+                ),
+            })?;
+            Some(file)
+        }
+    };
+    let source = downloaded
+        .as_ref()
+        .map_or_else(|| bundle.to_string(), |f| f.display().to_string());
+
     // What the bundle's signed manifest says, verified by RAUC.
     let info = Command::new("rauc")
-        .args(["info", "--output-format=json", bundle.as_str()])
+        .args(["info", "--output-format=json", source.as_str()])
         .output()
         .map_err(|e| {
             (
@@ -246,14 +291,14 @@ fn check_and_install(
         })?;
     if !info.status.success() {
         return Err(refused(format!(
-            "rauc info {bundle} refused the bundle: {}",
+            "rauc info {source} refused the bundle: {}",
             failure(&info)
         )));
     }
     let manifest: serde_json::Value = serde_json::from_slice(&info.stdout).map_err(|e| {
         (
             Outcome::Failed,
-            format!("rauc info {bundle}: unreadable output: {e}"),
+            format!("rauc info {source}: unreadable output: {e}"),
             offered.clone(),
         )
     })?;
@@ -269,14 +314,14 @@ fn check_and_install(
     ] {
         if &signed != channel_says {
             return Err(refused(format!(
-                "{bundle}: its signed {what} is {signed:?} but the channel file says {channel_says:?}: not the bundle the channel names, not installed"
+                "{source}: its signed {what} is {signed:?} but the channel file says {channel_says:?}: not the bundle the channel names, not installed"
             )));
         }
     }
 
-    eprintln!("vinyl-update: installing {} from {bundle}", channel.version);
+    eprintln!("vinyl-update: installing {} from {source}", channel.version);
     let install = Command::new("rauc")
-        .args(["install", bundle.as_str()])
+        .args(["install", source.as_str()])
         .output()
         .map_err(|e| {
             (
@@ -289,11 +334,15 @@ fn check_and_install(
         return Err((
             Outcome::Failed,
             format!(
-                "rauc install {bundle} failed: {}; the running slot is untouched, the next check tries again",
+                "rauc install {source} failed: {}; the running slot is untouched, the next check tries again",
                 failure(&install)
             ),
             offered.clone(),
         ));
+    }
+    // In the slot now: the download's space goes back to /data.
+    if let Some(file) = &downloaded {
+        download::discard(file);
     }
     Ok((
         Outcome::Installed,

@@ -14,6 +14,19 @@ pub enum Reboot {
     At(u32),
 }
 
+/// How the device gets a bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Install {
+    /// RAUC reads the bundle from the server as it installs (HTTP range
+    /// requests), fetching only the chunks the device lacks; nothing is
+    /// stored first.
+    Stream,
+    /// The whole bundle to /data first, resumed where a dropped download
+    /// stopped and checked against the channel's SHA-256, then installed
+    /// from there: for servers without range requests and flaky links.
+    Download,
+}
+
 /// How long after [`Reboot::At`] a reboot may still start.
 pub const REBOOT_WINDOW: Duration = Duration::from_secs(3 * 3600);
 
@@ -27,6 +40,7 @@ pub struct Config {
     /// Time between two checks of the channel.
     pub check_every: Duration,
     pub reboot: Reboot,
+    pub install: Install,
 }
 
 impl Default for Config {
@@ -36,11 +50,12 @@ impl Default for Config {
             enabled: true,
             check_every: Duration::from_secs(6 * 3600),
             reboot: Reboot::Idle,
+            install: Install::Stream,
         }
     }
 }
 
-const KEYS: &str = "url, enabled, check-every, reboot";
+const KEYS: &str = "url, enabled, check-every, reboot, install";
 
 impl Config {
     /// Applies one file's settings over `self`; `name` names the file in
@@ -75,6 +90,15 @@ impl Config {
                     self.reboot = parse_reboot(value).ok_or_else(|| {
                         format!("{at}: reboot {value:?}: give idle, or a time of day HH:MM (UTC) such as 03:30")
                     })?
+                }
+                "install" => {
+                    self.install = match value {
+                        "stream" => Install::Stream,
+                        "download" => Install::Download,
+                        _ => return Err(format!(
+                            "{at}: install {value:?}: give stream (RAUC reads the bundle from the server, only the chunks it lacks) or download (the whole bundle to /data first)"
+                        )),
+                    }
                 }
                 other => return Err(format!("{at}: unknown key {other:?} (keys: {KEYS})")),
             }
@@ -132,12 +156,15 @@ mod tests {
             .apply("data", data)
             .unwrap();
         assert_eq!(
-            config.url.unwrap().as_str(),
+            config.url.as_ref().unwrap().as_str(),
             "http://[2001:db8::1]/v/channel.json"
         );
         assert!(config.enabled);
         assert_eq!(config.check_every, Duration::from_secs(1800));
         assert_eq!(config.reboot, Reboot::At(3 * 60 + 30));
+        assert_eq!(config.install, Install::Stream);
+        let download = config.apply("data", "install = download").unwrap();
+        assert_eq!(download.install, Install::Download);
         let off = Config::default().apply("data", "enabled = false").unwrap();
         assert!(!off.enabled);
     }
@@ -161,6 +188,10 @@ mod tests {
                 "reboot \"25:00\": give idle, or a time of day HH:MM",
             ),
             ("reboot = 3:30", "give idle"),
+            (
+                "install = http",
+                "f line 1: install \"http\": give stream (RAUC reads",
+            ),
             (
                 "url = ftp://x/c.json",
                 "url \"ftp://x/c.json\": give an http:// or https://",

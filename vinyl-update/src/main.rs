@@ -8,6 +8,7 @@ mod backend;
 mod booted;
 mod check;
 mod config;
+mod download;
 mod installed;
 mod paths;
 mod policy;

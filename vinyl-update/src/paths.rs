@@ -20,6 +20,8 @@ pub const UPDATE_CONF: &str = "/usr/lib/vinyl/update.conf";
 pub const UPDATE_OVERRIDE: &str = "/data/vinyl-update/update.conf";
 /// The last check's record, `VINYL_UPDATE_STATE`.
 pub const UPDATE_STATE: &str = "/data/vinyl-update/state.json";
+/// Where `install = download` keeps bundles, `VINYL_UPDATE_DOWNLOADS`.
+pub const UPDATE_DOWNLOADS: &str = "/data/vinyl-update/download";
 /// vinyl-streamd's status (listeners, playing), `VINYL_STREAMD_STATUS`.
 pub const STREAMD_STATUS: &str = "http://[::1]:8000/status";
 
@@ -36,6 +38,7 @@ pub struct Paths {
     pub update_conf: PathBuf,
     pub update_override: PathBuf,
     pub update_state: PathBuf,
+    pub update_downloads: PathBuf,
     /// A URL.
     pub streamd_status: String,
 }
@@ -56,6 +59,7 @@ impl Paths {
             update_conf: var("VINYL_UPDATE_CONF", UPDATE_CONF),
             update_override: var("VINYL_UPDATE_OVERRIDE", UPDATE_OVERRIDE),
             update_state: var("VINYL_UPDATE_STATE", UPDATE_STATE),
+            update_downloads: var("VINYL_UPDATE_DOWNLOADS", UPDATE_DOWNLOADS),
             streamd_status: var("VINYL_STREAMD_STATUS", STREAMD_STATUS)
                 .to_string_lossy()
                 .into_owned(),

@@ -51,9 +51,14 @@ impl Updates {
                 Ok(c) => match (&c.url, c.enabled) {
                     (None, _) => "never checked: no channel URL".into(),
                     (Some(url), true) => format!(
-                        "from {url}, every {}, reboot {}",
+                        "from {url}, every {}, reboot {}{}",
                         duration(c.check_every),
-                        reboot(c.reboot)
+                        reboot(c.reboot),
+                        match c.install {
+                            crate::config::Install::Stream => "",
+                            crate::config::Install::Download =>
+                                ", bundles downloaded to /data first",
+                        }
                     ),
                     (Some(url), false) => format!("switched off (channel {url})"),
                 },

@@ -54,6 +54,7 @@ impl Device {
             .env("VINYL_UPDATE_CONF", p.join("update.conf"))
             .env("VINYL_UPDATE_OVERRIDE", p.join("data/update.conf"))
             .env("VINYL_UPDATE_STATE", p.join("data/state.json"))
+            .env("VINYL_UPDATE_DOWNLOADS", p.join("data/download"))
             .env("VINYL_STREAMD_STATUS", "http://127.0.0.1:9/status")
             .output()
             .unwrap()
@@ -281,4 +282,79 @@ fn a_release_whose_trial_failed_here_is_not_installed_again() {
         assert!(!message.contains("trial"), "{args:?}: {message}");
         assert!(message.contains("rauc info"), "{args:?}: {message}");
     }
+}
+
+/// `install = download`: the bundle goes to /data first, a partial file is
+/// resumed with a range request, and what does not have the channel's
+/// SHA-256 is deleted and not installed.
+#[test]
+fn a_downloaded_bundle_is_resumed_and_checked_before_rauc_sees_it() {
+    use sha2::{Digest, Sha256};
+    let files: Files = Default::default();
+    let base = serve(files.clone());
+    let bundle: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let sha256 = hex::encode(Sha256::digest(&bundle));
+    files
+        .lock()
+        .unwrap()
+        .insert("/r/v.raucb".into(), bundle.clone());
+    let offer = |sha: &str| {
+        let text = channel("2.0.0", "vinyl-rpi4", None, bundle.len())
+            .replace(&"ab".repeat(32), sha)
+            .into_bytes();
+        files.lock().unwrap().insert("/r/channel.json".into(), text);
+    };
+    let device = Device::new(
+        "1.4.0",
+        &format!("url = {base}/r/channel.json\ninstall = download\n"),
+    );
+    let downloads = device.path("data/download");
+    let run = || {
+        let out = device.run(&["check"]);
+        (stderr(&out), device.state())
+    };
+
+    // A partial download whose first bytes are not the bundle's: resumed
+    // from where it stopped (not fetched anew), the whole is not the bundle.
+    offer(&sha256);
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::write(downloads.join(format!("{sha256}.part")), vec![0u8; 2000]).unwrap();
+    std::fs::write(downloads.join("old-release.raucb"), b"stale").unwrap();
+    let (err, state) = run();
+    assert_eq!(state["result"], "refused", "{err}");
+    assert!(
+        err.contains("downloaded SHA-256 ") && err.contains("deleted and not installed"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&downloads).unwrap().count(),
+        0,
+        "left behind"
+    );
+
+    // A partial download of the right bytes: resumed, complete, checked and
+    // handed to RAUC (which refuses these bytes, or is not installed here).
+    std::fs::write(downloads.join(format!("{sha256}.part")), &bundle[..2000]).unwrap();
+    let (err, state) = run();
+    assert!(!err.contains("deleted and not installed"), "{err}");
+    assert!(err.contains("rauc"), "{err}");
+    assert_ne!(state["result"], "installed", "{err}");
+    assert_eq!(
+        std::fs::read(downloads.join(format!("{sha256}.raucb"))).unwrap(),
+        bundle
+    );
+
+    // A swapped bundle: the channel states another digest.
+    offer(&"ef".repeat(32));
+    let (err, state) = run();
+    assert_eq!(state["result"], "refused", "{err}");
+    assert!(
+        err.contains("a truncated or swapped bundle, deleted"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&downloads).unwrap().count(),
+        0,
+        "left behind"
+    );
 }
