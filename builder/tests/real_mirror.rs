@@ -458,12 +458,28 @@ fn check_image(tree: &Tree, built: &builder::image::Built, out: &Path) {
     )))
     .unwrap();
     let slot_sha = builder::store::sha256_hex(&slot_a);
+    // Slot B, never written: its first chunk as the image holds it, the one
+    // chunk its seeded index states.
+    let slot_b_chunk = {
+        let b = built.layout.partition(Role::RootB);
+        let mut bytes = vec![0xa5; 4096];
+        std::os::unix::fs::FileExt::read_exact_at(&fs_file(image), &mut bytes, b.offset).unwrap();
+        bytes
+    };
+    assert_eq!(slot_b_chunk, vec![0; 4096], "slot b is not empty");
+    let slot_b_sha = builder::store::sha256_hex(&slot_b_chunk);
     assert_eq!(
         data.read_to_string("/rauc/central.raucs").unwrap(),
         format!(
-            "[slot.rootfs.0]\nstatus=ok\nsha256={slot_sha}\nsize={}\n",
+            "[slot.rootfs.0]\nstatus=ok\nsha256={slot_sha}\nsize={}\n\n\
+             [slot.rootfs.1]\nsha256={slot_b_sha}\nsize=4096\n",
             slot_a.len()
         )
+    );
+    assert_eq!(
+        data.read(format!("/rauc/slot.rootfs.1/hash-{slot_b_sha}/block-hash-index").as_str())
+            .unwrap(),
+        hex::decode(&slot_b_sha).unwrap()
     );
     let index = data
         .read(format!("/rauc/slot.rootfs.0/hash-{slot_sha}/block-hash-index").as_str())

@@ -198,9 +198,10 @@ pub fn build(spec: &ImageSpec, sources: Sources) -> Result<Built> {
 }
 
 /// Bumped whenever [`write_disk`] writes other bytes for the same inputs
-/// (2: RAUC's slot A status and index seeded on the data partition), so
-/// outputs written by an older builder are not taken as current.
-const DISK_FORMAT: u32 = 2;
+/// (2: RAUC's slot A status and index seeded on the data partition; 3:
+/// slot B's too), so outputs written by an older builder are not taken as
+/// current.
+const DISK_FORMAT: u32 = 3;
 
 /// Everything the outputs depend on, hashed: the same key means the same
 /// bytes, so an existing set of outputs with this key need not be rewritten.
