@@ -206,6 +206,14 @@ impl TestNet {
             .unwrap();
     }
 
+    /// Takes the guest's tap down (the cable pulled: the guest's frames go
+    /// nowhere, nothing tells it) or brings it back up.
+    pub fn set_guest_link(&self, up: bool) {
+        self.netns
+            .ip(&["link", "set", TAP, if up { "up" } else { "down" }])
+            .unwrap();
+    }
+
     /// Runs `program args…` in the namespace (the host side of the
     /// network); returns (success, stdout + stderr).
     pub fn run(&self, program: &str, args: &[&str]) -> (bool, String) {
@@ -283,17 +291,28 @@ pub fn streamd_status(net: &TestNet, address: &str) -> Result<serde_json::Value,
 /// The guest's address as its console announces it (`vinyl: address …`),
 /// the next announcement after what earlier waits matched.
 pub fn announced_address(vm: &Vm, timeout: Duration) -> String {
+    try_announced_address(vm, timeout).unwrap()
+}
+
+/// [`announced_address`], or why there was none.
+pub fn try_announced_address(vm: &Vm, timeout: Duration) -> Result<String, String> {
+    // The character after the address must have arrived: a match on a line
+    // still being written would cut the address short.
     let line = vm
-        .wait_for_console(Needle::regex(r"vinyl: address [0-9a-f:]+"), timeout)
-        .unwrap();
+        .wait_for_console(
+            Needle::regex(r"vinyl: address [0-9a-f:]+[^0-9a-f:]"),
+            timeout,
+        )
+        .map_err(|e| e.to_string())?;
     // The kernel may print onto the same console line right after the
     // address (no newline in between): take only the address's characters.
-    line.split_once("vinyl: address ")
-        .unwrap()
-        .1
+    Ok(line
+        .split_once("vinyl: address ")
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
         .chars()
         .take_while(|c| c.is_ascii_hexdigit() || *c == ':')
-        .collect()
+        .collect())
 }
 
 /// Polls `check` every 2 s until it returns `Ok`, or panics with `what`
