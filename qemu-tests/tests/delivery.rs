@@ -17,7 +17,6 @@ mod test_image;
 mod test_net;
 
 use builder::config::Project;
-use builder::pipeline::{Options, Pipeline, Product, PublishOptions};
 use qemu_tests::{Backend, MachineConfig, Vm};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -29,50 +28,7 @@ const COMMAND: Duration = Duration::from_secs(60);
 const INSTALL: Duration = Duration::from_secs(1200);
 const MAC: &str = "52:54:00:12:34:70";
 /// The version v2 is published as.
-const V2: &str = "2.0.0";
-
-/// Publishes qemu-virt with the test layers plus `test-update-v2` (one
-/// overlay file more than the test image) into `out`, as version [`V2`],
-/// served under `base_url`. Returns the release and the built image's
-/// directory (for the bundle without index).
-fn publish_v2(out: &Path, base_url: &str) -> (builder::release::Release, builder::image::Built) {
-    let project = Project::from_workspace();
-    let mut options = Options::for_board(&project, "qemu-virt");
-    options.extra_recipes = ["test-shell", "test-tone", "test-update-v2"]
-        .iter()
-        .map(|r| r.to_string())
-        .collect();
-    options.device = test_image::test_device();
-    options.keyring = Some(test_image::test_keys().ca_cert);
-    options.version = Some(V2.to_string().try_into().unwrap());
-    options.target_dir = project.root.join("target/builder-tests");
-    options.quiet = true;
-    let images = project.root.join("target/qemu-tests/images/delivery-v2");
-    let pipeline = Pipeline::new(project, &options).expect("loading the board");
-    let outputs = builder::image::OutputOptions {
-        gzip: false,
-        xz_level: 0,
-    };
-    let (rootfs, product) = pipeline
-        .build(&images, &outputs, None)
-        .expect("building v2");
-    let Product::SdImage(built) = product else {
-        panic!("qemu-virt builds an SD image")
-    };
-    let release = pipeline
-        .publish(
-            &built,
-            &rootfs.digest,
-            &test_image::test_signer(),
-            &PublishOptions {
-                out: out.to_path_buf(),
-                base_url: Some(base_url.to_string()),
-                min_version: Some("1.0.0".to_string().try_into().unwrap()),
-            },
-        )
-        .expect("publishing v2");
-    (release, built)
-}
+const V2: &str = test_image::PUBLISHED_V2;
 
 fn sha256_of(path: &Path) -> (u64, String) {
     let digest = builder::release::file_digest(path).unwrap();
@@ -185,9 +141,9 @@ fn a_published_release_streams_a_delta_to_the_device() {
 
     // Publish v2, then again from the same inputs: the same bytes.
     let started = Instant::now();
-    let (release, built) = publish_v2(&www.join("release"), &base_url);
+    let (release, built) = test_image::publish_v2(&www.join("release"), &base_url);
     let publish_time = started.elapsed();
-    let (again, _) = publish_v2(&work.join("again"), &base_url);
+    let (again, _) = test_image::publish_v2(&work.join("again"), &base_url);
     assert_eq!(
         directory_digests(&release.dir),
         directory_digests(&again.dir),
@@ -319,8 +275,77 @@ fn a_published_release_streams_a_delta_to_the_device() {
     assert!(!refused.success(), "a truncated bundle was installed");
     assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before);
 
-    // The real offer: the updater streams v2 as a delta into slot b.
+    // The network drops in the middle of the streamed install: the tap goes
+    // down as RAUC starts reading the bundle. The install fails (RAUC's nbd
+    // gives up on the dead connection), the boot state and slot a are as
+    // they were, the record says why; the next check, with the network
+    // back, installs (below).
     let channel_url = format!("{router}/release/{}", update_channel::FILE_NAME);
+    // Slot a's bytes as far as its image reaches (the size RAUC's status on
+    // /data gives it), hashed; first, the checksum that status states.
+    let slot_a = "sed -n '/^\\[slot.rootfs.0\\]/,/^$/s/^sha256=//p' /data/rauc/central.raucs; \
+        head -c $(sed -n '/^\\[slot.rootfs.0\\]/,/^$/s/^size=//p' /data/rauc/central.raucs) \
+        /dev/vinyl/root-a | sha256sum";
+    let slot_a_before = vm.run_ok(slot_a, Duration::from_secs(600)).unwrap();
+    let mut hashes = slot_a_before.split_whitespace();
+    assert_eq!(
+        hashes.next(),
+        hashes.next(),
+        "slot a is not its image: {slot_a_before}"
+    );
+    vm.run_ok(
+        &format!(
+            "echo 'url = {channel_url}' > /data/vinyl-update/update.conf && \
+             {{ vinyl-update check >/run/drop.log 2>&1; echo $? >/run/drop.rc; }} &"
+        ),
+        COMMAND,
+    )
+    .unwrap();
+    // The updater says "installing" as it starts `rauc install URL`: pull
+    // the cable then, while RAUC opens the bundle over the network.
+    vm.run_ok(
+        "until grep -q 'vinyl-update: installing' /run/drop.log; do \
+         [ -e /run/drop.rc ] && break; sleep 0.1; done; cat /run/drop.log",
+        INSTALL,
+    )
+    .unwrap();
+    net.set_guest_link(false);
+    let dropped = Instant::now();
+    let rc = test_net::eventually("the cut-off install to end", INSTALL, || {
+        vm.run_ok("cat /run/drop.rc 2>/dev/null || true", COMMAND)
+            .map_err(|e| e.to_string())
+            .and_then(|rc| {
+                (!rc.trim().is_empty())
+                    .then(|| rc.trim().to_string())
+                    .ok_or(rc)
+            })
+    });
+    let failed_after = dropped.elapsed();
+    net.set_guest_link(true);
+    let output = vm.run_ok("cat /run/drop.log", COMMAND).unwrap();
+    assert_ne!(
+        rc, "0",
+        "the install succeeded without a network:\n{output}"
+    );
+    let dropped_record = record(&mut vm);
+    assert_eq!(dropped_record["result"], "failed", "{dropped_record}");
+    assert!(
+        output.contains("rauc install") && output.contains("the running slot is untouched"),
+        "{output}"
+    );
+    assert_eq!(vm.run_ok(states, COMMAND).unwrap(), states_before);
+    assert_eq!(
+        vm.run_ok(slot_a, Duration::from_secs(600)).unwrap(),
+        slot_a_before,
+        "slot a changed"
+    );
+    eprintln!(
+        "{name}: network dropped during the install: it failed {:.0} s later: {}",
+        failed_after.as_secs_f64(),
+        output.lines().last().unwrap_or_default()
+    );
+
+    // The real offer: the updater streams v2 as a delta into slot b.
     let bundle_path = format!("/release/{bundle_name}");
     let before = nginx.access_log().len();
     let started = Instant::now();
@@ -355,17 +380,23 @@ fn a_published_release_streams_a_delta_to_the_device() {
     let journal = vm
         .run_ok(
             "journalctl -b -u rauc --no-pager -o short-monotonic \
-             | grep -i -e adaptive -e 'hash index' -e chunk -e 'installing'",
+             | grep -i -e adaptive -e 'hash index' -e chunk -e 'target slot'",
             COMMAND,
         )
-        .unwrap_or_default();
+        .unwrap();
     eprintln!("{name}: RAUC during the delta install:\n{journal}");
-    // The image seeded slot a's index on /data: RAUC reads it rather than
-    // hashing the whole active slot first.
     assert!(
-        !journal.contains("Building new hash index for active_slot"),
-        "RAUC hashed the active slot although the image ships its index:\n{journal}"
+        journal.contains("as bootable"),
+        "not RAUC's journal of the install:\n{journal}"
     );
+    // The image seeded both slots' indexes on /data: RAUC reads them rather
+    // than hashing the whole active slot, and the empty target, first.
+    for slot in ["active_slot", "target_slot"] {
+        assert!(
+            !journal.contains(&format!("Building new hash index for {slot}")),
+            "RAUC hashed the {slot} although the image ships its index:\n{journal}"
+        );
+    }
     // The delta rebuilt exactly the signed image: every chunk, local or
     // downloaded, in place.
     let image = &release.bundle.manifest.image;

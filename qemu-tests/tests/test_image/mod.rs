@@ -108,6 +108,55 @@ pub fn qemu_virt_v2_bundle(signer: &builder::bundle::signing::Signer) -> builder
     .expect("a bundle was asked for")
 }
 
+/// The version [`publish_v2`] gives v2.
+pub const PUBLISHED_V2: &str = "2.0.0";
+
+/// Publishes qemu-virt with the test layers plus `test-update-v2` (one
+/// overlay file more than the test image) into `out`, as version [`PUBLISHED_V2`],
+/// served under `base_url` (delivery.rs, the install timing). Returns the
+/// release and the built image.
+pub fn publish_v2(
+    out: &Path,
+    base_url: &str,
+) -> (builder::release::Release, builder::image::Built) {
+    let project = Project::from_workspace();
+    let mut options = Options::for_board(&project, "qemu-virt");
+    options.extra_recipes = ["test-shell", "test-tone", "test-update-v2"]
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    options.device = test_device();
+    options.keyring = Some(test_keys().ca_cert);
+    options.version = Some(PUBLISHED_V2.to_string().try_into().unwrap());
+    options.target_dir = project.root.join("target/builder-tests");
+    options.quiet = true;
+    let images = project.root.join("target/qemu-tests/images/delivery-v2");
+    let pipeline = builder::pipeline::Pipeline::new(project, &options).expect("loading the board");
+    let outputs = builder::image::OutputOptions {
+        gzip: false,
+        xz_level: 0,
+    };
+    let (rootfs, product) = pipeline
+        .build(&images, &outputs, None)
+        .expect("building v2");
+    let builder::pipeline::Product::SdImage(built) = product else {
+        panic!("qemu-virt builds an SD image")
+    };
+    let release = pipeline
+        .publish(
+            &built,
+            &rootfs.digest,
+            &test_signer(),
+            &builder::pipeline::PublishOptions {
+                out: out.to_path_buf(),
+                base_url: Some(base_url.to_string()),
+                min_version: Some("1.0.0".to_string().try_into().unwrap()),
+            },
+        )
+        .expect("publishing v2");
+    (release, built)
+}
+
 /// The test CA and signing key (`builder keygen`), made once in
 /// `target/qemu-tests/keys/` and kept (so images are not rebuilt on every
 /// run); never keys anyone uses elsewhere.
