@@ -277,6 +277,14 @@ fn check_and_install(
     let source = downloaded
         .as_ref()
         .map_or_else(|| bundle.to_string(), |f| f.display().to_string());
+    // A downloaded bundle RAUC turns down will never install: its space goes
+    // back to /data.
+    let refused = |message: String| {
+        if let Some(file) = &downloaded {
+            download::discard(file);
+        }
+        refused(message)
+    };
 
     // What the bundle's signed manifest says, verified by RAUC.
     let info = Command::new("rauc")
