@@ -58,6 +58,15 @@ fn main() -> std::process::ExitCode {
     let mut rows = Vec::new();
     for mode in ["stream", "download"] {
         let image = test_image::scenario_copy(&v1.image, name);
+        // A card with room on /data for a downloaded bundle (the test image's
+        // data partition is 64 MiB; the first boot grows it to the card).
+        let card = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .unwrap();
+        card.set_len(card.metadata().unwrap().len() + (256 << 20))
+            .unwrap();
+        drop(card);
         let config = MachineConfig::new(name, &image, &v1.u_boot)
             .writing_the_image()
             .with_shell()
