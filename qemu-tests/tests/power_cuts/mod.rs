@@ -141,18 +141,15 @@ struct Seen {
 }
 
 impl Torture<'_> {
-    /// Boots a fresh v1 card (the `fresh_card` copied over the disk).
+    /// Boots a fresh v1 card (the `fresh_card` copied over the disk, which
+    /// is the scenario copy named after the torture).
     pub fn boot_fresh(&self) -> Result<(Vm, String), String> {
         let v1 = self.fresh_card.as_ref().expect("a v1 image to copy");
-        let status = std::process::Command::new("cp")
-            .arg("--sparse=always")
-            .arg(v1)
-            .arg(&self.config.image)
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("copying {} failed", v1.display()));
-        }
+        let card = crate::test_image::scenario_copy(v1, self.name);
+        assert_eq!(
+            card, self.config.image,
+            "the machine boots the scenario's card"
+        );
         let mut vm = self.net.boot(self.config.clone(), self.mac);
         let (address, _) = come_up(self.net, &mut vm)?;
         Ok((vm, address))
