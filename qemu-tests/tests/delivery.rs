@@ -492,13 +492,12 @@ fn a_published_release_streams_a_delta_to_the_device() {
         .unwrap();
     vm.wait_for_shell(BOOT).unwrap();
     let good = test_net::eventually("the health check marking slot b good", BOOT, || {
-        let status = vm
-            .run_ok("vinyl-update status --json", COMMAND)
-            .map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&status).map_err(|e| e.to_string())?;
-        (v["active"] == "b" && v["trial"].is_null())
-            .then_some(v)
-            .ok_or(status)
+        let v = test_net::update_status(&mut vm)?;
+        if v["active"] == "b" && v["trial"].is_null() {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
     });
     assert_eq!(good["booted"]["slot"], "b", "{good}");
     assert_eq!(good["update"]["version"], V2, "{good}");

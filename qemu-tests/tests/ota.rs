@@ -94,8 +94,7 @@ fn state_files(vm: &mut Vm) -> String {
 
 /// `vinyl-update status --json` in the guest.
 fn status(vm: &mut Vm) -> serde_json::Value {
-    let out = vm.run_ok("vinyl-update status --json", COMMAND).unwrap();
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    test_net::update_status(vm).unwrap()
 }
 
 /// Listens to the stream for a few seconds with ffmpeg on the host side and

@@ -282,7 +282,7 @@ impl Torture<'_> {
                     return Err(format!("no verdict on the trial: {}", seen.status));
                 }
                 std::thread::sleep(Duration::from_secs(2));
-                seen.status = update_status(vm)?;
+                seen.status = test_net::update_status(vm)?;
             }
         }
         Err(format!("the update did not end good: {}", seen.status))
@@ -301,7 +301,7 @@ impl Torture<'_> {
         Ok(Seen {
             address,
             identity,
-            status: update_status(vm)?,
+            status: test_net::update_status(vm)?,
         })
     }
 }
@@ -321,13 +321,6 @@ fn kept(before: &Seen, after: &Seen) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-fn update_status(vm: &mut Vm) -> Result<serde_json::Value, String> {
-    let text = vm
-        .run_ok("vinyl-update status --json", COMMAND)
-        .map_err(|e| e.to_string())?;
-    serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))
 }
 
 /// Waits until the device has booted, answers its shell and plays; returns

@@ -288,6 +288,14 @@ pub fn streamd_status(net: &TestNet, address: &str) -> Result<serde_json::Value,
     serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
 }
 
+/// `vinyl-update status --json` in the guest, through its shell.
+pub fn update_status(vm: &mut Vm) -> Result<serde_json::Value, String> {
+    let out = vm
+        .run_ok("vinyl-update status --json", Duration::from_secs(60))
+        .map_err(|e| e.to_string())?;
+    serde_json::from_str(&out).map_err(|e| format!("{e}: {out}"))
+}
+
 /// The guest's address as its console announces it (`vinyl: address …`),
 /// the next announcement after what earlier waits matched.
 pub fn announced_address(vm: &Vm, timeout: Duration) -> String {
